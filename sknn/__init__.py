@@ -1,0 +1,7 @@
+"""sknn: neural networks for scikit-learn users, trained with PyTorch on CPU or GPU."""
+
+from .mlp import MLPClassifier, MLPRegressor
+
+__version__ = "0.1.0"
+
+__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]

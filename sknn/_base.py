@@ -1,0 +1,435 @@
+"""BaseNeuralNetwork: the parameters every estimator shares, fit / partial_fit orchestration,
+device choice, seeding, inference and pickling. Subclasses say what to train."""
+
+import copy
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+
+from . import _engine
+from ._data import TrainingData, resolve_device, to_tensor
+from .nn import SigmoidCrossEntropy, SoftmaxCrossEntropy
+
+# --- parameter validation -------------------------------------------------------------------
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_param(est, name, *, options=(), kind=None, low=None, high=None, low_open=False,
+                high_open=False):
+    """Validate ``est.<name>``: one of the strings in ``options``, or a number of ``kind``
+    ('int', 'real') within the bounds, or a bool when ``kind='bool'``."""
+    value = getattr(est, name)
+    where = f"{type(est).__name__}: {name}"
+    if isinstance(value, str):
+        if value not in options:
+            raise ValueError(f"{where} must be one of {sorted(options)}, got {value!r}.")
+        return
+    if kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{where} must be a bool, got {value!r}.")
+        return
+    if not (_is_int(value) if kind == "int" else _is_real(value)):
+        expected = "an int" if kind == "int" else "a number"
+        if options:
+            expected += f" or one of {sorted(options)}"
+        raise TypeError(f"{where} must be {expected}, got {value!r}.")
+    too_low = low is not None and (value < low or (low_open and value == low))
+    too_high = high is not None and (value > high or (high_open and value == high))
+    if too_low or too_high or value != value:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + str(low)
+        hi = "inf)" if high is None else str(high) + (")" if high_open else "]")
+        raise ValueError(f"{where} must be in the range {lo}, {hi}, got {value!r}.")
+
+
+def hidden_layers(est):
+    sizes = est.hidden_layer_sizes
+    if _is_int(sizes):
+        sizes = [sizes]
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints, got "
+                        f"{est.hidden_layer_sizes!r}.") from None
+    if not all(_is_int(h) for h in sizes):
+        raise TypeError(f"hidden_layer_sizes must contain ints, got {est.hidden_layer_sizes!r}.")
+    if any(h <= 0 for h in sizes):
+        raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+    return [int(h) for h in sizes]
+
+
+class BaseNeuralNetwork(BaseEstimator):
+    """Shared machinery. A subclass provides:
+
+    - ``_build_module(n_features, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
+    - ``_encode_targets(y, first_pass, incremental)`` -> (training targets as an array, loss,
+      number of network outputs);
+    - ``_score(X, y, sample_weight)`` used for early stopping;
+    - ``_check_params()`` for its own parameters.
+    """
+
+    _stochastic_solvers = ("sgd", "adam")
+
+    def _check_common_params(self):
+        check_param(self, "solver", options={"lbfgs", "sgd", "adam"})
+        check_param(self, "alpha", kind="real", low=0)
+        check_param(self, "batch_size", kind="int", low=1, options={"auto"})
+        check_param(self, "learning_rate_init", kind="real", low=0, low_open=True)
+        check_param(self, "max_iter", kind="int", low=1)
+        check_param(self, "shuffle", kind="bool")
+        check_param(self, "tol", kind="real", low=0)
+        check_param(self, "warm_start", kind="bool")
+        check_param(self, "early_stopping", kind="bool")
+        check_param(self, "validation_fraction", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "n_iter_no_change", kind="real", low=1)
+        check_param(self, "dropout", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "batch_norm", kind="bool")
+        if not (self.verbose is None or _is_real(self.verbose) or isinstance(self.verbose, bool)):
+            raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}.")
+        if not (self.random_state is None or _is_int(self.random_state)
+                or isinstance(self.random_state, np.random.RandomState)):
+            raise TypeError("random_state must be None, an int or a numpy RandomState, got "
+                            f"{self.random_state!r}.")
+        resolve_device(self.device)
+
+    # --- fitting ----------------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._check_params()
+        first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), y_numeric=not self._is_clf(),
+                             reset=first_pass)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
+            if sample_weight.sum() <= 0:
+                raise ValueError("sample_weight must have a positive sum.")
+        Y, loss, n_outputs = self._encode_targets(y, first_pass, incremental)
+        weight = self._training_weights(y, sample_weight, incremental)
+
+        device = resolve_device(self.device)
+        dtype = torch.float64 if self.solver == "lbfgs" or X.dtype == np.float64 else torch.float32
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self.n_outputs_ = n_outputs
+            self.module_ = self._build_module(X.shape[1], self.n_outputs_, dtype, device)
+            self.n_iter_ = 0
+            self.t_ = 0
+            if self.solver in self._stochastic_solvers:
+                self.loss_curve_ = []
+                self._no_improvement_count = 0
+                if self.early_stopping:
+                    self.validation_scores_, self.best_validation_score_ = [], -np.inf
+                    self.best_loss_ = None
+                else:
+                    self.best_loss_ = np.inf
+                    self.validation_scores_ = self.best_validation_score_ = None
+        elif next(self.module_.parameters()).device != device:
+            self._move_to(device)
+        self.device_ = device
+        dtype = next(self.module_.parameters()).dtype
+
+        generator = None
+        if self.dropout:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(self._random_state.randint(np.iinfo(np.int32).max)))
+
+        if self.solver == "lbfgs":
+            _engine.fit_lbfgs(self, self.module_, loss, TrainingData(X, Y, weight, device, dtype))
+            return self
+
+        validation = None
+        if self.early_stopping:
+            train, val = train_test_split(np.arange(X.shape[0]), random_state=self._random_state,
+                                          test_size=self.validation_fraction,
+                                          stratify=self._stratify(y))
+            if val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            X_val, y_val = X[val], y[val]
+            sw_val = None if sample_weight is None else sample_weight[val]
+            X, Y = X[train], Y[train]
+            weight = None if weight is None else weight[train]
+            validation = lambda: self._score(X_val, y_val, sw_val)  # noqa: E731
+        data = TrainingData(X, Y, weight, device, dtype)
+        _engine.fit_stochastic(self, self.module_, loss, data, validation=validation,
+                               incremental=incremental, generator=generator)
+        return self
+
+    def _training_weights(self, y, sample_weight, incremental):
+        return sample_weight
+
+    def _stratify(self, y):
+        return None
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers in regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights, weighted as in scikit-learn >= 1.7.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in self._stochastic_solvers:
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                                 f"{self.solver} is not stochastic.")
+        return True
+
+    # --- inference --------------------------------------------------------------------------
+
+    def _inference_module(self):
+        """The fitted module in float64 (a copy when trained in float32): inference in float64 is
+        batch-invariant, so a sample gets the same output alone or inside any batch."""
+        module = self.module_
+        if self.device_.type == "mps" or next(module.parameters()).dtype == torch.float64:
+            return module
+        return copy.deepcopy(module).double()
+
+    def _forward(self, X, method="forward", link=None, check_input=True, batch_rows=4096):
+        """Outputs of ``module.<method>`` for X (then ``link``), as an array of X's float dtype."""
+        check_is_fitted(self)
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"],
+                              dtype=(np.float64, np.float32), reset=False)
+        module = self._inference_module()
+        dtype = next(module.parameters()).dtype
+        fn = getattr(module, method)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], batch_rows):
+                chunk = X[start:start + batch_rows]
+                chunk = chunk.toarray() if sp.issparse(chunk) else chunk
+                z = fn(to_tensor(chunk, self.device_, dtype))
+                out.append((z if link is None else link(z)).cpu().numpy())
+        if not out:
+            return np.empty((0, 0), dtype=X.dtype)
+        return np.concatenate(out).astype(X.dtype, copy=False)
+
+    def _output(self, X, check_input=True):
+        """Network outputs after the output activation (probabilities, predictions)."""
+        return self._forward(X, link=self._link, check_input=check_input)
+
+    def transform(self, X):
+        """Activations of the last hidden layer: the features the network has learned.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_units_of_the_last_hidden_layer)
+        """
+        return self._forward(X, method="features")
+
+    @property
+    def _n_features_out(self):
+        return self.module_.weights[-1].shape[0]
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``, ..."""
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
+
+    # --- devices and pickling ---------------------------------------------------------------
+
+    def _move_to(self, device):
+        self.module_.to(device)
+        if hasattr(self, "_optimizer"):
+            self._optimizer.to(device)
+        self.device_ = device
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "module_" in state and self.device_.type != "cpu":
+            # Save on the CPU, so that a model fitted on a GPU loads on a machine without one.
+            state["module_"] = copy.deepcopy(self.module_).cpu()
+            if "_optimizer" in state:
+                state["_optimizer"] = copy.deepcopy(self._optimizer).to("cpu")
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "module_" in state and self.device_.type != "cpu":
+            try:
+                device = resolve_device(str(self.device_))
+            except ValueError:
+                warnings.warn(f"This model was fitted on {self.device_}, which is not available "
+                              "here: it is loaded on the CPU.")
+                device = torch.device("cpu")
+            self._move_to(device)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _is_clf(self):
+        return is_classifier(self)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+class NeuralNetClassifierMixin:
+    """Classification targets (labels, binary, multilabel), class weights and probabilities."""
+
+    def _encode_targets(self, y, first_pass, incremental):
+        check_classification_targets(y)
+        if first_pass and not incremental:
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        Y = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+            return Y.argmax(axis=1).astype(np.int64), SoftmaxCrossEntropy(), Y.shape[1]
+        self.out_activation_ = "logistic"
+        return Y.astype(np.float64), SigmoidCrossEntropy(), Y.shape[1]
+
+    def _stratify(self, y):
+        """Stratify the early-stopping split by class for single-output targets, where every
+        class has a member on both sides of it."""
+        if y.ndim != 1:
+            return None
+        counts = np.unique(y, return_counts=True)[1]
+        n_val = int(np.ceil(self.validation_fraction * y.shape[0]))
+        fits = counts.min() >= 2 and min(n_val, y.shape[0] - n_val) >= len(counts)
+        return y if fits else None
+
+    def _training_weights(self, y, sample_weight, incremental):
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets.")
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported by partial_fit: the "
+                             "classes' frequencies are unknown; pass a dict computed with "
+                             "sklearn.utils.class_weight.compute_class_weight.")
+        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        w = per_class[np.searchsorted(self.classes_, y)]
+        return w if sample_weight is None else w * sample_weight
+
+    def _check_class_weight(self):
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
+
+    def _link(self, z):
+        return torch.softmax(z, 1) if self.out_activation_ == "softmax" else torch.sigmoid(z)
+
+    def _predict(self, X, check_input=True):
+        proba = self._output(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            proba = proba.ravel()
+        return self._label_binarizer.inverse_transform(proba)
+
+    def predict(self, X):
+        """Predict class labels (an indicator matrix for multilabel targets).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def predict_proba(self, X):
+        """Probability estimates, columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+        """
+        proba = self._output(X)
+        if self.n_outputs_ == 1 and not self._label_binarizer.y_type_.startswith("multilabel"):
+            proba = proba.ravel()
+            return np.vstack([1 - proba, proba]).T
+        return proba
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
+
+    def _score(self, X, y, sample_weight=None):
+        pred = self._predict(X, check_input=False)
+        return accuracy_score(y, pred, sample_weight=sample_weight)
+
+    def partial_fit_classifier(self, X, y, sample_weight=None, classes=None):
+        first = not hasattr(self, "classes_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if first or (classes is not None and not hasattr(self, "_label_binarizer")):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"`classes={classes}` is not the same as on the first call to "
+                             f"partial_fit, which was {self.classes_}.")
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+def regression_score(est, X, y, sample_weight=None):
+    pred = est._output(X, check_input=False)
+    if pred.shape[1] == 1:
+        pred = pred.ravel()
+    if not np.isfinite(pred).all():
+        return np.nan
+    return r2_score(y, pred, sample_weight=sample_weight)

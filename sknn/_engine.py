@@ -1,0 +1,218 @@
+"""The one training loop: minibatch solvers (adam, sgd) and full-batch L-BFGS.
+
+Estimators say *what* to train (a module, a loss, the data); this module says *how*. It follows
+scikit-learn's ``BaseMultilayerPerceptron`` fitting logic (same minibatches from the same random
+state, same L2 penalty, same stopping rules, same fitted history) on torch tensors:
+
+- the data lives on the device once; minibatches are rows picked by a permutation;
+- per batch: forward, ``torch.autograd.grad``, L2 term added to the weight gradients, one fused
+  optimizer step. No ``.item()`` per batch: losses are gathered and read once per epoch.
+
+The L2 penalty (``alpha``) applies to weights (parameters with two or more dimensions), not to
+biases or normalisation scales, and is divided by the batch's total sample weight, as in
+scikit-learn.
+"""
+
+import time
+import warnings
+
+import numpy as np
+import scipy.optimize
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import shuffle as sk_shuffle
+
+from ._optim import make_optimizer
+
+
+def _penalised(params):
+    return [p for p in params if p.ndim >= 2]
+
+
+def _diverged(est, where):
+    return ValueError(
+        f"Training diverged: the loss became NaN or infinite {where}. Lower the learning rate "
+        f"(learning_rate_init={est.learning_rate_init}) or scale the input, e.g. with "
+        "StandardScaler."
+    )
+
+
+def resolve_batch_size(batch_size, n_samples):
+    if batch_size == "auto":
+        return min(200, n_samples)
+    if batch_size > n_samples:
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
+                      "be clipped")
+    return int(np.clip(batch_size, 1, n_samples))
+
+
+def fit_stochastic(est, module, loss, data, *, validation=None, incremental=False, generator=None):
+    """Minibatch training of ``module`` on ``data`` with ``est``'s solver and stopping rules.
+
+    Reads the estimator's hyper-parameters and writes its fitted history: ``n_iter_``, ``t_``,
+    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``best_validation_score_``; keeps the solver state in ``est._optimizer`` for ``partial_fit``
+    and ``warm_start``. ``validation`` is a callable returning the current validation score
+    (early stopping), or None.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    decayed = _penalised(params)
+    i_decayed = [i for i, p in enumerate(params) if p.ndim >= 2]
+    if not incremental or not hasattr(est, "_optimizer"):
+        est._optimizer = make_optimizer(params, est)
+    optimizer = est._optimizer
+    alpha = float(est.alpha)
+
+    n = data.n_samples
+    batch_size = resolve_batch_size(est.batch_size, n)
+    starts = np.arange(0, n, batch_size)
+    stops = np.minimum(starts + batch_size, n)
+    lengths = torch.as_tensor(stops - starts, dtype=data.dtype, device=data.device)
+    sample_idx = np.arange(n)
+    best_state = None
+    if validation is not None:
+        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    est.n_iter_ = 0
+    module.train()
+    try:
+        for _ in range(est.max_iter):
+            tic = time.perf_counter()
+            if est.shuffle:
+                sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)
+                idx = torch.from_numpy(sample_idx).to(data.device)
+            sums = data.batch_weight_sums(sample_idx if est.shuffle else None, starts, stops)
+            objectives, norms, used = [], [], []
+            for k, (a, b, s) in enumerate(zip(starts, stops, sums)):
+                if s <= 0:  # every sample weighs zero: nothing to learn from this batch
+                    continue
+                if est.shuffle:
+                    xb, yb, wb = data.batch(idx[a:b], sample_idx[a:b])
+                else:
+                    xb, yb, wb = data.batch(slice(a, b))
+                objective = loss(module(xb, generator), yb, wb) / s
+                grads = list(torch.autograd.grad(objective, params))
+                with torch.no_grad():
+                    if alpha:
+                        norms.append(torch.stack(torch._foreach_norm(decayed)))
+                        g = [grads[i] for i in i_decayed]
+                        torch._foreach_add_(g, decayed, alpha=alpha / s)
+                    optimizer.step(params, grads)
+                objectives.append(objective.detach())
+                used.append(k)
+
+            # One read of the device per epoch: the epoch's loss, as scikit-learn reports it.
+            with torch.no_grad():
+                batch_loss = torch.stack(objectives) * loss.report_scale
+                if alpha:
+                    s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
+                                             device=data.device)
+                    batch_loss = batch_loss + 0.5 * alpha * torch.stack(norms).square().sum(1) / s_used
+                est.loss_ = float((batch_loss * lengths[used]).sum()) / n
+            if not np.isfinite(est.loss_):
+                raise _diverged(est, f"at iteration {est.n_iter_ + 1}")
+
+            est.n_iter_ += 1
+            est.t_ += n
+            est.loss_curve_.append(est.loss_)
+            if est.verbose:
+                print("Iteration %d, loss = %.8f, time = %.3fs"
+                      % (est.n_iter_, est.loss_, time.perf_counter() - tic))
+
+            if validation is not None:
+                module.eval()
+                score = validation()
+                module.train()
+                est.validation_scores_.append(score)
+                if est.verbose:
+                    print("Validation score: %f" % score)
+                if score < est.best_validation_score_ + est.tol:
+                    est._no_improvement_count += 1
+                else:
+                    est._no_improvement_count = 0
+                if score > est.best_validation_score_:
+                    est.best_validation_score_ = score
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+                    est._no_improvement_count += 1
+                else:
+                    est._no_improvement_count = 0
+                if est.loss_curve_[-1] < est.best_loss_:
+                    est.best_loss_ = est.loss_curve_[-1]
+
+            optimizer.iteration_ends(est.t_)
+
+            if est._no_improvement_count > est.n_iter_no_change:
+                what = "Validation score" if validation is not None else "Training loss"
+                msg = (f"{what} did not improve more than tol={est.tol:f} for "
+                       f"{est.n_iter_no_change} consecutive epochs.")
+                if optimizer.trigger_stopping(msg, est.verbose):
+                    break
+                est._no_improvement_count = 0
+
+            if incremental:
+                break
+            if est.n_iter_ == est.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the "
+                    "optimization hasn't converged yet.", ConvergenceWarning)
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.")
+    finally:
+        module.eval()
+
+    if best_state is not None:
+        module.load_state_dict(best_state)
+
+
+def fit_lbfgs(est, module, loss, data):
+    """Full-batch L-BFGS-B (scipy) on the module's flattened parameters, gradients by autograd."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decayed = _penalised(params)
+    alpha = float(est.alpha)
+    X, Y, W = data.all()
+    s = float(data.n_samples if data.sample_weight is None else data.sample_weight.sum())
+    module.train()
+
+    def objective_and_grad(flat):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(
+                torch.from_numpy(flat).to(device=data.device, dtype=data.dtype), params)
+        objective = loss(module(X), Y, W) / s
+        penalty = 0.5 * alpha * sum(p.square().sum() for p in decayed) / s if alpha else 0.0
+        value = objective + penalty
+        grads = torch.autograd.grad(value, params)
+        flat_grad = torch.cat([g.reshape(-1) for g in grads])
+        return float(value.detach()), flat_grad.detach().cpu().numpy().astype(np.float64)
+
+    def report(flat):
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (len(trace) + 1, objective_and_grad(flat)[0]))
+        trace.append(None)
+
+    trace = []
+    x0 = torch.nn.utils.parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
+    try:
+        res = scipy.optimize.minimize(
+            objective_and_grad, x0, method="L-BFGS-B", jac=True, callback=report,
+            options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol})
+    finally:
+        module.eval()
+    if not np.isfinite(res.fun):
+        raise _diverged(est, "during L-BFGS")
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(
+            torch.from_numpy(res.x).to(device=data.device, dtype=data.dtype), params)
+        # loss_ as scikit-learn reports it (its squared error is a mean over outputs).
+        data_term = float(loss(module(X), Y, W)) / s
+        penalty = 0.5 * alpha * float(sum(p.square().sum() for p in decayed)) / s
+    est.loss_ = data_term * loss.report_scale + penalty
+    est.n_iter_ = int(res.nit)
+    if res.status != 0:
+        msg = res.message.decode() if isinstance(res.message, bytes) else res.message
+        warnings.warn(
+            f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n"
+            f"{msg}.\n\nIncrease the number of iterations (max_iter) or scale the data "
+            "as shown in:\n    https://scikit-learn.org/stable/modules/preprocessing.html",
+            ConvergenceWarning)

@@ -1,0 +1,105 @@
+"""Stochastic solvers with scikit-learn's update rules, on torch tensors of any device.
+
+Both follow ``sklearn.neural_network._stochastic_optimizers`` step for step, so that a model
+trained here follows the same trajectory as scikit-learn's given the same initial weights and
+minibatches. Their state (moments, step count, current learning rate) is plain tensors and
+floats: it pickles, and moves between devices with :meth:`to`.
+"""
+
+import math
+
+import torch
+
+
+class Adam:
+    """Adam as scikit-learn writes it: ``p -= lr_t * m / (sqrt(v) + eps)`` with
+    ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``.
+
+    The update runs in torch's fused Adam kernel (one call for all parameters). scikit-learn folds
+    the bias corrections into ``lr_t``; we do the same and give the kernel an infinite step count,
+    at which its own corrections ``1 - beta**step`` are exactly 1.
+    """
+
+    def __init__(self, params, learning_rate_init=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate_init
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.t = 0
+        self.ms = [torch.zeros_like(p) for p in params]
+        self.vs = [torch.zeros_like(p) for p in params]
+        self._steps = [torch.full((), math.inf, dtype=torch.float32, device=p.device) for p in params]
+
+    def step(self, params, grads):
+        self.t += 1
+        lr_t = (self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t)
+                / (1 - self.beta_1**self.t))
+        torch._fused_adam_(params, grads, self.ms, self.vs, [], self._steps, lr=lr_t,
+                           beta1=self.beta_1, beta2=self.beta_2, weight_decay=0.0,
+                           eps=self.epsilon, amsgrad=False, maximize=False)
+
+    def iteration_ends(self, time_step):
+        pass
+
+    def trigger_stopping(self, msg, verbose):
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
+    def to(self, device):
+        for name in ("ms", "vs", "_steps"):
+            setattr(self, name, [t.to(device) for t in getattr(self, name)])
+        return self
+
+
+class SGD:
+    """SGD with (Nesterov) momentum and scikit-learn's learning-rate policies:
+    ``v = momentum * v - lr * g``; ``p += v`` (or ``p += momentum * v - lr * g`` for Nesterov).
+    """
+
+    def __init__(self, params, learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
+                 nesterov=True, power_t=0.5):
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = float(learning_rate_init)
+        self.lr_schedule, self.momentum, self.nesterov, self.power_t = (
+            lr_schedule, momentum, nesterov, power_t)
+        self.velocities = [torch.zeros_like(p) for p in params]
+
+    def step(self, params, grads):
+        v = self.velocities
+        torch._foreach_mul_(v, self.momentum)
+        torch._foreach_add_(v, grads, alpha=-self.learning_rate)
+        if self.nesterov:
+            torch._foreach_add_(params, v, alpha=self.momentum)
+            torch._foreach_add_(params, grads, alpha=-self.learning_rate)
+        else:
+            torch._foreach_add_(params, v)
+
+    def iteration_ends(self, time_step):
+        if self.lr_schedule == "invscaling":
+            self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        if self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+    def to(self, device):
+        self.velocities = [t.to(device) for t in self.velocities]
+        return self
+
+
+def make_optimizer(params, est):
+    """The solver named by ``est.solver``, configured from the estimator's parameters."""
+    if est.solver == "adam":
+        return Adam(params, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
+    return SGD(params, est.learning_rate_init, est.learning_rate, est.momentum,
+               est.nesterovs_momentum, est.power_t)

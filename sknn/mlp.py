@@ -1,0 +1,354 @@
+"""MLPClassifier and MLPRegressor: scikit-learn's multi-layer perceptrons, trained by PyTorch."""
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.utils._available_if import available_if
+
+from ._base import (BaseNeuralNetwork, NeuralNetClassifierMixin, check_param, hidden_layers,
+                    regression_score)
+from .nn import MLP, PoissonDeviance, SquaredError
+
+_PARAMETERS = """
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation function of the hidden layers.
+
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        'adam' and 'sgd' train on minibatches; 'lbfgs' (scipy's L-BFGS-B, gradients by torch
+        autograd, in float64) on the whole data set at once, and is often better on small data.
+
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights (not the biases), divided by the sample
+        weight of each batch as in scikit-learn.
+
+    batch_size : int or 'auto', default='auto'
+        Minibatch size for the stochastic solvers; 'auto' is ``min(200, n_samples)``.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning rate schedule of solver='sgd'.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate (solvers 'sgd' and 'adam').
+
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' learning rate.
+
+    max_iter : int, default=200
+        Maximum number of epochs (stochastic solvers) or iterations ('lbfgs').
+
+    shuffle : bool, default=True
+        Whether to shuffle the samples in each epoch.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the shuffles, the early-stopping split and dropout, through
+        generators of the estimator's own: the global numpy and torch generators are not used.
+
+    tol : float, default=1e-4
+        Tolerance of the optimisation: training stops when the loss (or validation score) has
+        not improved by at least ``tol`` for ``n_iter_no_change`` consecutive epochs.
+
+    verbose : bool, default=False
+        Print progress (loss, time, validation score) each epoch.
+
+    warm_start : bool, default=False
+        Reuse the solution of the previous call to fit as initialisation.
+
+    momentum : float, default=0.9
+        Momentum of solver='sgd', in [0, 1].
+
+    nesterovs_momentum : bool, default=True
+        Whether solver='sgd' uses Nesterov's momentum.
+
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified by class for
+        single-output classification), stop when its score stops improving, and restore the
+        weights of the best epoch. Stochastic solvers only.
+
+    validation_fraction : float, default=0.1
+        Proportion of the training data held out for early stopping.
+
+    beta_1, beta_2 : float, default=0.9, 0.999
+        Exponential decay rates of Adam's moment estimates, in [0, 1).
+
+    epsilon : float, default=1e-8
+        Numerical stability term of Adam.
+
+    n_iter_no_change : int, default=10
+        Number of epochs without an improvement of ``tol`` before stopping.
+
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of solver='lbfgs'.
+{extra}
+    device : str, default='auto'
+        Where to train and predict: 'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA, then MPS,
+        then the CPU). A model saved from a GPU loads on a machine without one.
+
+    dropout : float, default=0.0
+        Probability of zeroing each hidden unit during training (inverted dropout), in [0, 1).
+
+    batch_norm : bool, default=False
+        Batch normalisation after each hidden linear layer.
+"""
+
+_ATTRIBUTES = """
+    Attributes
+    ----------
+    loss_ : float
+        The loss at the end of training (data term plus L2 penalty).
+    best_loss_ : float or None
+        Minimum training loss (None with early stopping; stochastic solvers only).
+    loss_curve_ : list of float
+        Loss at the end of each epoch (stochastic solvers only).
+    validation_scores_ : list of float or None
+        Held-out score per epoch when ``early_stopping=True``, else None.
+    best_validation_score_ : float or None
+        Best held-out score when ``early_stopping=True``, else None.
+    t_ : int
+        Number of training samples seen by the solver.
+    coefs_ : list of ndarray
+        Weight matrices; ``coefs_[i]`` has shape ``(units in layer i, units in layer i + 1)``.
+    intercepts_ : list of ndarray
+        Bias vectors; ``intercepts_[i]`` has ``units in layer i + 1`` entries.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names seen during fit, when X has string column names.
+    n_iter_ : int
+        Number of epochs (iterations for 'lbfgs') run by the last call to fit.
+    n_layers_ : int
+        Number of layers, input and output included.
+    n_outputs_ : int
+        Number of outputs.
+    out_activation_ : str
+        Output activation: 'softmax', 'logistic', 'identity' or 'exp'.
+    module_ : torch.nn.Module
+        The trained network.
+    device_ : torch.device
+        The device it lives on.
+"""
+
+
+class _MLPMixin:
+    """What the two MLPs share: their network, its initialisation, its parameters as arrays."""
+
+    def _check_params(self):
+        self._check_common_params()
+        hidden_layers(self)
+        check_param(self, "activation", options={"identity", "logistic", "tanh", "relu"})
+        check_param(self, "learning_rate", options={"constant", "invscaling", "adaptive"})
+        check_param(self, "power_t", kind="real", low=0)
+        check_param(self, "momentum", kind="real", low=0, high=1)
+        check_param(self, "nesterovs_momentum", kind="bool")
+        check_param(self, "beta_1", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "beta_2", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "epsilon", kind="real", low=0, low_open=True)
+        check_param(self, "max_fun", kind="int", low=1)
+
+    def _build_module(self, n_features, n_outputs, dtype, device):
+        units = [n_features, *hidden_layers(self), n_outputs]
+        module = MLP(units, self.activation, self.dropout, self.batch_norm, dtype=dtype,
+                     device=device)
+        # Glorot-uniform initialisation drawn exactly as scikit-learn draws it, so the same
+        # random_state starts both libraries from the same weights.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        with torch.no_grad():
+            for w, b, (fan_in, fan_out) in zip(module.weights, module.biases,
+                                               zip(units[:-1], units[1:])):
+                bound = np.sqrt(factor / (fan_in + fan_out))
+                w.copy_(torch.from_numpy(self._random_state.uniform(-bound, bound, (fan_in, fan_out))))
+                b.copy_(torch.from_numpy(self._random_state.uniform(-bound, bound, fan_out)))
+        return module
+
+    @property
+    def coefs_(self):
+        return [w.detach().cpu().numpy().copy() for w in self.module_.weights]
+
+    @property
+    def intercepts_(self):
+        return [b.detach().cpu().numpy().copy() for b in self.module_.biases]
+
+    @property
+    def n_layers_(self):
+        return len(self.module_.weights) + 1
+
+
+class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin, _MLPMixin,
+                    BaseNeuralNetwork):
+    __doc__ = """Multi-layer perceptron classifier, trained by PyTorch on CPU or GPU.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`: same parameters,
+    defaults, fitted attributes and behaviours, plus ``device``, ``dropout``, ``batch_norm``,
+    ``class_weight`` and :meth:`transform` (the activations of the last hidden layer).
+
+    Training follows the input's precision, as scikit-learn does: float32 X trains in float32
+    (the fast path), anything else in float64. Predictions are computed in float64.
+""" + _PARAMETERS.replace("{extra}", """
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes in the loss, multiplied with ``sample_weight``; 'balanced' uses
+        ``n_samples / (n_classes * np.bincount(y))``. Single-output targets only.
+""") + _ATTRIBUTES + """    classes_ : ndarray or list of ndarray
+        Class labels.
+"""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 class_weight=None, device="auto", dropout=0.0, batch_norm=False):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.class_weight = class_weight
+        self.device = device
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+
+    def _check_params(self):
+        super()._check_params()
+        self._check_class_weight()
+
+    @available_if(BaseNeuralNetwork._check_solver)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with one epoch over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            All the classes across calls; required on the first call.
+
+        Returns
+        -------
+        self : object
+        """
+        return self.partial_fit_classifier(X, y, sample_weight=sample_weight, classes=classes)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwork):
+    __doc__ = """Multi-layer perceptron regressor, trained by PyTorch on CPU or GPU.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`: same parameters,
+    defaults, fitted attributes and behaviours, plus ``device``, ``dropout``, ``batch_norm`` and
+    :meth:`transform` (the activations of the last hidden layer).
+""" + _PARAMETERS.replace("{extra}", """
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        Half squared error, or half Poisson deviance with a log link (requires ``y >= 0``).
+""") + _ATTRIBUTES
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 device="auto", dropout=0.0, batch_norm=False):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.device = device
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+
+    def _check_params(self):
+        super()._check_params()
+        check_param(self, "loss", options={"squared_error", "poisson"})
+
+    def _encode_targets(self, y, first_pass, incremental):
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if self.loss == "poisson":
+            if (Y < 0).any():
+                raise ValueError("loss='poisson' requires y >= 0.")
+            self.out_activation_ = "exp"
+            return Y, PoissonDeviance(), Y.shape[1]
+        self.out_activation_ = "identity"
+        return Y, SquaredError(Y.shape[1]), Y.shape[1]
+
+    def _link(self, z):
+        return torch.exp(z) if self.out_activation_ == "exp" else z
+
+    def predict(self, X):
+        """Predict using the trained network.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        pred = self._output(X)
+        return pred.ravel() if pred.shape[1] == 1 else pred
+
+    _score = regression_score
+
+    @available_if(BaseNeuralNetwork._check_solver)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with one epoch over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)

@@ -1,0 +1,10 @@
+"""scikit-learn's own estimator checks, on default-constructed estimators, none expected to fail."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sknn import MLPClassifier, MLPRegressor
+
+
+@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
