@@ -38,7 +38,7 @@ def check_param(est, name, *, options=(), kind=None, low=None, high=None, low_op
     ('int', 'real') within the bounds, or a bool when ``kind='bool'``."""
     value = getattr(est, name)
     where = f"{type(est).__name__}: {name}"
-    if isinstance(value, str):
+    if isinstance(value, str) and options:
         if value not in options:
             raise ValueError(f"{where} must be one of {sorted(options)}, got {value!r}.")
         return
@@ -325,12 +325,12 @@ class NeuralNetClassifierMixin:
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        Y = self._label_binarizer.transform(y)
+        Y = self._label_binarizer.transform(y).astype(np.float64)
         if self._label_binarizer.y_type_ == "multiclass":
-            self.out_activation_ = "softmax"
-            return Y.argmax(axis=1).astype(np.int64), SoftmaxCrossEntropy(), Y.shape[1]
-        self.out_activation_ = "logistic"
-        return Y.astype(np.float64), SigmoidCrossEntropy(), Y.shape[1]
+            self.out_activation_, loss = "softmax", SoftmaxCrossEntropy()
+        else:
+            self.out_activation_, loss = "logistic", SigmoidCrossEntropy()
+        return Y, loss, Y.shape[1]
 
     def _stratify(self, y):
         """Stratify the early-stopping split by class for single-output targets, where every

@@ -29,6 +29,19 @@ def _penalised(params):
     return [p for p in params if p.ndim >= 2]
 
 
+def objective_and_grads(module, loss, xb, yb, wb, scale, alpha, params, generator=None):
+    """``scale * loss`` on a batch and the gradients of ``scale * (loss + alpha/2 * sum||W||^2)``
+    for ``params``: by the module's own backpropagation where it has one, else by autograd."""
+    if getattr(module, "supports_backprop", False):
+        return module.backprop(xb, yb, wb, loss, scale, alpha * scale)
+    objective = loss(module(xb, generator), yb, wb) * scale
+    grads = list(torch.autograd.grad(objective, params))
+    if alpha:
+        decayed = [(g, p) for g, p in zip(grads, params) if p.ndim >= 2]
+        torch._foreach_add_([g for g, _ in decayed], [p for _, p in decayed], alpha=alpha * scale)
+    return objective.detach(), grads
+
+
 def _diverged(est, where):
     return ValueError(
         f"Training diverged: the loss became NaN or infinite {where}. Lower the learning rate "
@@ -57,7 +70,6 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     """
     params = [p for p in module.parameters() if p.requires_grad]
     decayed = _penalised(params)
-    i_decayed = [i for i, p in enumerate(params) if p.ndim >= 2]
     if not incremental or not hasattr(est, "_optimizer"):
         est._optimizer = make_optimizer(params, est)
     optimizer = est._optimizer
@@ -90,15 +102,13 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                     xb, yb, wb = data.batch(idx[a:b], sample_idx[a:b])
                 else:
                     xb, yb, wb = data.batch(slice(a, b))
-                objective = loss(module(xb, generator), yb, wb) / s
-                grads = list(torch.autograd.grad(objective, params))
+                objective, grads = objective_and_grads(module, loss, xb, yb, wb, 1.0 / s, alpha,
+                                                       params, generator)
                 with torch.no_grad():
                     if alpha:
-                        norms.append(torch.stack(torch._foreach_norm(decayed)))
-                        g = [grads[i] for i in i_decayed]
-                        torch._foreach_add_(g, decayed, alpha=alpha / s)
+                        norms.extend(torch._foreach_norm(decayed))
                     optimizer.step(params, grads)
-                objectives.append(objective.detach())
+                objectives.append(objective)
                 used.append(k)
 
             # One read of the device per epoch: the epoch's loss, as scikit-learn reports it.
@@ -107,7 +117,8 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                 if alpha:
                     s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
                                              device=data.device)
-                    batch_loss = batch_loss + 0.5 * alpha * torch.stack(norms).square().sum(1) / s_used
+                    norms = torch.stack(norms).view(len(used), -1)
+                    batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / s_used
                 est.loss_ = float((batch_loss * lengths[used]).sum()) / n
             if not np.isfinite(est.loss_):
                 raise _diverged(est, f"at iteration {est.n_iter_ + 1}")
@@ -179,12 +190,12 @@ def fit_lbfgs(est, module, loss, data):
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(
                 torch.from_numpy(flat).to(device=data.device, dtype=data.dtype), params)
-        objective = loss(module(X), Y, W) / s
-        penalty = 0.5 * alpha * sum(p.square().sum() for p in decayed) / s if alpha else 0.0
-        value = objective + penalty
-        grads = torch.autograd.grad(value, params)
+        objective, grads = objective_and_grads(module, loss, X, Y, W, 1.0 / s, alpha, params)
+        value = float(objective)
+        if alpha:
+            value += 0.5 * alpha / s * sum(float(p.detach().square().sum()) for p in decayed)
         flat_grad = torch.cat([g.reshape(-1) for g in grads])
-        return float(value.detach()), flat_grad.detach().cpu().numpy().astype(np.float64)
+        return value, flat_grad.cpu().numpy().astype(np.float64)
 
     def report(flat):
         if est.verbose:

@@ -16,6 +16,22 @@ ACTIVATIONS = {
 }
 
 
+_INPLACE_ACTIVATIONS = {
+    "identity": lambda x: x,
+    "logistic": torch.sigmoid_,
+    "tanh": torch.tanh_,
+    "relu": lambda x: x.clamp_min_(0),
+}
+
+# Gradient through the activation, from the gradient ``d`` w.r.t. its output ``h`` and ``h``.
+_ACTIVATION_GRADS = {
+    "identity": lambda d, h: d,
+    "logistic": lambda d, h: d.mul_(h * (1 - h)),
+    "tanh": lambda d, h: d.mul_(1 - h * h),
+    "relu": lambda d, h: torch.ops.aten.threshold_backward(d, h, 0),
+}
+
+
 def dropout(x, p, generator):
     """Inverted dropout drawing its mask from ``generator`` (never from the global RNG)."""
     if generator is None:
@@ -63,24 +79,67 @@ class MLP(nn.Module):
     def forward(self, x, generator=None):
         return torch.addmm(self.biases[-1], self.features(x, generator), self.weights[-1])
 
+    @property
+    def supports_backprop(self):
+        return not self.norms and not self.dropout
 
-# Losses: each returns the *sum over samples* of the per-sample loss, weighted by ``w`` when given.
-# ``report_scale`` converts that objective into the value scikit-learn reports as ``loss_``.
+    @torch.no_grad()
+    def backprop(self, x, y, w, loss, scale, decay):
+        """Loss and gradients by hand-written backpropagation, as scikit-learn computes them:
+        one pass with no autograd graph, for a network without batch norm or dropout.
+
+        Returns ``scale * loss(x, y, w)`` and the gradients of
+        ``scale * loss + decay / 2 * sum(||W||^2)`` in the order of ``self.parameters()``.
+        """
+        # Read the ParameterLists directly: indexing them goes through Module.__getattr__.
+        weights, biases = self.weights._parameters.values(), self.biases._parameters.values()
+        weights, biases = list(weights), list(biases)
+        act = _INPLACE_ACTIVATIONS[self.activation]
+        outputs = [x]
+        for W, b in zip(weights[:-1], biases[:-1]):
+            outputs.append(act(torch.addmm(b, outputs[-1], W)))
+        value, delta = loss.value_and_delta(torch.addmm(biases[-1], outputs[-1], weights[-1]), y, w)
+        delta.mul_(scale)
+        grad_w, grad_b = [None] * len(weights), [None] * len(weights)
+        for i in range(len(weights) - 1, -1, -1):
+            grad_w[i] = torch.addmm(weights[i], outputs[i].t(), delta, beta=decay)
+            grad_b[i] = delta.sum(dim=0)
+            if i:
+                delta = _ACTIVATION_GRADS[self.activation](delta @ weights[i].t(), outputs[i])
+        return value * scale, grad_w + grad_b
+
+
+# Losses on the network's raw output ``z``. ``__call__`` returns the sum over samples of the
+# per-sample loss (weighted by ``w`` when given), for autograd. Each pairs its output activation
+# (``link``) with its canonical loss, so the gradient with respect to ``z`` is simply
+# ``w * (link(z) - y)``: ``value_and_delta`` returns that gradient with the loss, without
+# autograd, for ``MLP.backprop``. ``report_scale`` converts the objective into the value
+# scikit-learn reports as ``loss_``.
 
 
 def _weighted_sum(per_sample, w):
     return per_sample.sum() if w is None else torch.dot(per_sample, w)
 
 
+def _weighted_delta(delta, w):
+    return delta if w is None else delta.mul_(w[:, None])
+
+
 class SoftmaxCrossEntropy:
-    """Multiclass log-loss on logits; ``y`` holds class indices."""
+    """Multiclass log-loss on logits; ``y`` is the one-hot class matrix."""
 
     report_scale = 1.0
 
     def __call__(self, z, y, w=None):
+        return _weighted_sum(-(torch.log_softmax(z, dim=1) * y).sum(dim=1), w)
+
+    def value_and_delta(self, z, y, w=None):
+        logp = torch.log_softmax(z, dim=1)
         if w is None:
-            return F.cross_entropy(z, y, reduction="sum")
-        return torch.dot(F.cross_entropy(z, y, reduction="none"), w)
+            value = -torch.vdot(logp.view(-1), y.reshape(-1))
+        else:
+            value = -torch.dot((logp * y).sum(dim=1), w)
+        return value, _weighted_delta(logp.exp_().sub_(y), w)
 
     @staticmethod
     def link(z):
@@ -96,6 +155,9 @@ class SigmoidCrossEntropy:
         per = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(dim=1)
         return _weighted_sum(per, w)
 
+    def value_and_delta(self, z, y, w=None):
+        return self(z, y, w), _weighted_delta(torch.sigmoid(z).sub_(y), w)
+
     @staticmethod
     def link(z):
         return torch.sigmoid(z)
@@ -109,8 +171,12 @@ class SquaredError:
         self.report_scale = 1.0 / n_outputs
 
     def __call__(self, z, y, w=None):
-        per = 0.5 * (z - y).square().sum(dim=1)
-        return _weighted_sum(per, w)
+        return _weighted_sum(0.5 * (z - y).square().sum(dim=1), w)
+
+    def value_and_delta(self, z, y, w=None):
+        delta = z - y
+        value = _weighted_sum(0.5 * delta.square().sum(dim=1), w)
+        return value, _weighted_delta(delta, w)
 
     @staticmethod
     def link(z):
@@ -123,8 +189,10 @@ class PoissonDeviance:
     report_scale = 1.0
 
     def __call__(self, z, y, w=None):
-        per = (torch.xlogy(y, y) - y * z - y + torch.exp(z)).sum(dim=1)
-        return _weighted_sum(per, w)
+        return _weighted_sum((torch.xlogy(y, y) - y * z - y + torch.exp(z)).sum(dim=1), w)
+
+    def value_and_delta(self, z, y, w=None):
+        return self(z, y, w), _weighted_delta(torch.exp(z).sub_(y), w)
 
     @staticmethod
     def link(z):

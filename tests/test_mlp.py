@@ -1,0 +1,446 @@
+"""MLPClassifier / MLPRegressor: scikit-learn's behaviours, sknn's additions, bad input."""
+
+import io
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.datasets import load_diabetes, load_digits, load_iris, make_multilabel_classification
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sknn import MLPClassifier, MLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
+
+
+# --- the same model as scikit-learn's -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="adam"),
+    dict(solver="sgd", learning_rate="constant"),
+    dict(solver="sgd", learning_rate="invscaling", nesterovs_momentum=False),
+    dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.5, momentum=0.5),
+    dict(solver="adam", activation="tanh", alpha=0.1, batch_size=64),
+    dict(solver="adam", activation="logistic", shuffle=False),
+    dict(solver="adam", early_stopping=True, n_iter_no_change=3, binary=True),
+])
+def test_classifier_follows_sklearns_trajectory(digits, params):
+    """Same random_state, float64: the same init, minibatches and updates as scikit-learn.
+    (Early stopping: on binary targets, the one case scikit-learn's hold-out is stratified.)"""
+    X, _, y, _ = digits
+    if params.pop("binary", False):
+        X, y = X[y < 2], y[y < 2]
+    ours = MLPClassifier(max_iter=15, random_state=1, **params).fit(X, y)
+    theirs = SkMLPClassifier(max_iter=15, random_state=1, **params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    if params.get("early_stopping"):
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+        assert ours.best_validation_score_ == theirs.best_validation_score_
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+def test_regressor_follows_sklearns_trajectory(diabetes, loss):
+    X, y = diabetes
+    if loss == "poisson":
+        y = y - y.min()
+    ours = MLPRegressor(loss=loss, max_iter=10, random_state=0).fit(X, y)
+    theirs = SkMLPRegressor(loss=loss, max_iter=10, random_state=0).fit(X, y)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-5, atol=1e-8)
+
+
+def test_lbfgs_matches_sklearn(iris):
+    X, y = iris
+    ours = MLPClassifier(solver="lbfgs", max_iter=50, random_state=0).fit(X, y)
+    theirs = SkMLPClassifier(solver="lbfgs", max_iter=50, random_state=0).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    assert not hasattr(ours, "loss_curve_") and not hasattr(ours, "partial_fit")
+
+
+# --- fitted attributes and predictions ----------------------------------------------------------
+
+
+def test_fitted_attributes(digits):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=5, random_state=0).fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(64, 32), (32, 16), (16, 10)]
+    assert [i.shape for i in clf.intercepts_] == [(32,), (16,), (10,)]
+    assert clf.n_layers_ == 4 and clf.n_outputs_ == 10 and clf.n_features_in_ == 64
+    assert clf.out_activation_ == "softmax" and clf.n_iter_ == 5 and clf.t_ == 5 * len(X)
+    assert len(clf.loss_curve_) == 5 and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    np.testing.assert_array_equal(clf.classes_, np.arange(10))
+    proba = clf.predict_proba(Xt)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(clf.predict_log_proba(Xt), np.log(proba))
+    np.testing.assert_array_equal(clf.predict(Xt), clf.classes_[proba.argmax(axis=1)])
+
+
+def test_learns_digits(digits):
+    X, Xt, y, yt = digits
+    assert MLPClassifier(random_state=0).fit(X, y).score(Xt, yt) > 0.95
+
+
+def test_binary_string_labels_and_single_output_shapes(iris):
+    X, y = iris
+    labels = np.where(y == 0, "setosa", "other").astype(object)
+    clf = MLPClassifier(max_iter=50, random_state=0).fit(X, labels)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 1
+    assert clf.predict_proba(X).shape == (150, 2)
+    assert set(clf.predict(X)) <= {"setosa", "other"}
+    assert clf.score(X, labels) > 0.95
+
+
+def test_multilabel(iris):
+    X, Y = make_multilabel_classification(n_samples=200, n_classes=4, random_state=0)
+    clf = MLPClassifier(max_iter=300, random_state=0).fit(X, Y)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 4
+    assert clf.predict(X).shape == Y.shape and clf.predict_proba(X).shape == Y.shape
+    assert clf.score(X, Y) > 0.5
+
+
+def test_multioutput_regression(diabetes):
+    X, y = diabetes
+    Y = np.c_[y, -2 * y]
+    reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(X, Y)
+    assert reg.predict(X).shape == (len(X), 2) and reg.n_outputs_ == 2
+    assert reg.score(X, Y) > 0.4
+
+
+def test_poisson_requires_nonnegative_targets(diabetes):
+    X, y = diabetes
+    with pytest.raises(ValueError, match="y >= 0"):
+        MLPRegressor(loss="poisson").fit(X, y)
+
+
+def test_sparse_input_matches_dense(digits):
+    X, Xt, y, _ = digits
+    dense = MLPClassifier(max_iter=5, random_state=0).fit(X, y)
+    for fmt in (sp.csr_matrix, sp.csc_matrix):
+        sparse = MLPClassifier(max_iter=5, random_state=0).fit(fmt(X), y)
+        np.testing.assert_allclose(sparse.predict_proba(fmt(Xt)), dense.predict_proba(Xt),
+                                   rtol=1e-6, atol=1e-9)
+
+
+def test_float32_trains_in_float32_and_predicts_batch_invariantly(digits):
+    X, Xt, y, _ = digits
+    clf = MLPClassifier(max_iter=5, random_state=0).fit(X.astype(np.float32), y)
+    assert clf.coefs_[0].dtype == np.float32
+    Xt32 = Xt.astype(np.float32)
+    proba = clf.predict_proba(Xt32)
+    assert proba.dtype == np.float32
+    alone = np.vstack([clf.predict_proba(Xt32[i:i + 1]) for i in range(20)])
+    np.testing.assert_array_equal(alone, proba[:20])
+
+
+def test_transform_gives_last_hidden_layer_features(digits):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(hidden_layer_sizes=(40, 12), max_iter=30, random_state=0).fit(X, y)
+    features = clf.transform(Xt)
+    assert features.shape == (len(Xt), 12) and (features >= 0).all()  # relu
+    assert list(clf.get_feature_names_out()) == [f"mlpclassifier{i}" for i in range(12)]
+    pipe = make_pipeline(MLPClassifier(hidden_layer_sizes=(40,), max_iter=30, random_state=0),
+                         LogisticRegression(max_iter=1000))
+    assert pipe.fit(X, y).score(Xt, yt) > 0.9
+
+
+# --- partial_fit, warm_start, early stopping ----------------------------------------------------
+
+
+def test_partial_fit_loop(digits):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X[:100], y[:100])
+    for epoch in range(10):
+        for start in range(0, len(X), 300):
+            clf.partial_fit(X[start:start + 300], y[start:start + 300], classes=np.arange(10))
+    assert clf.score(Xt, yt) > 0.85
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        clf.partial_fit(X[:5], np.full(5, 11))
+
+
+def test_partial_fit_regressor_and_restrictions(diabetes):
+    X, y = diabetes
+    reg = MLPRegressor(random_state=0)
+    for _ in range(3):
+        reg.partial_fit(X, y)
+    assert reg.n_iter_ == 1 and reg.t_ == 3 * len(X)
+    assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y)
+
+
+def test_warm_start_continues_training(iris):
+    X, y = iris
+    clf = MLPClassifier(max_iter=5, warm_start=True, random_state=0).fit(X, y)
+    first = clf.loss_curve_[:]
+    clf.fit(X, y)
+    assert len(clf.loss_curve_) == 10 and clf.loss_curve_[:5] == first
+    with pytest.raises(ValueError, match="warm_start can only be used"):
+        clf.fit(X[y < 2], y[y < 2])
+
+
+def test_early_stopping_restores_best_weights(digits):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(early_stopping=True, n_iter_no_change=2, learning_rate_init=0.05,
+                        random_state=0).fit(X, y)
+    assert clf.best_loss_ is None
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # Recreate the hold-out: the restored model scores its best validation score on it.
+    _, X_val, _, y_val = train_test_split(X, y, test_size=0.1, stratify=y,
+                                          random_state=np.random.RandomState(0))
+    assert clf.score(X_val, y_val) == pytest.approx(clf.best_validation_score_)
+
+
+# --- weights -----------------------------------------------------------------------------------
+
+
+def test_sample_weight_zero_and_integer_match_removal_and_repetition(iris):
+    X, y = iris
+    rng = np.random.RandomState(0)
+    sw = rng.randint(0, 3, size=len(y))
+    weighted = MLPClassifier(max_iter=20, random_state=0).fit(X, y, sample_weight=sw)
+    repeated = MLPClassifier(max_iter=20, random_state=0).fit(np.repeat(X, sw, 0), np.repeat(y, sw))
+    np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-6)
+
+
+def test_class_weight(iris):
+    X, y = iris
+    mask = (y != 2) | (np.arange(len(y)) % 10 == 0)  # class 2 made rare
+    X, y = X[mask], y[mask]
+    plain = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(X, y)
+    balanced = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, class_weight="balanced",
+                             random_state=0).fit(X, y)
+    recall = lambda m: (m.predict(X[y == 2]) == 2).mean()  # noqa: E731
+    assert recall(balanced) >= recall(plain)
+    as_dict = MLPClassifier(max_iter=5, class_weight={0: 1.0, 1: 1.0, 2: 3.0}, random_state=0)
+    weighted = MLPClassifier(max_iter=5, random_state=0)
+    as_dict.fit(X, y)
+    weighted.fit(X, y, sample_weight=np.where(y == 2, 3.0, 1.0))
+    np.testing.assert_allclose(as_dict.loss_curve_, weighted.loss_curve_)
+    with pytest.raises(ValueError, match="class_weight"):
+        MLPClassifier(class_weight="heavy").fit(X, y)
+
+
+# --- scikit-learn tools ------------------------------------------------------------------------
+
+
+def test_pipeline_grid_search_parallel_and_cross_val(digits):
+    X, Xt, y, yt = digits
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, random_state=0))
+    grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)],
+                               "mlpclassifier__learning_rate_init": [1e-3, 1e-2]},
+                        cv=2, n_jobs=2).fit(X, y)
+    assert grid.best_score_ > 0.85 and grid.score(Xt, yt) > 0.85
+    scores = cross_val_score(MLPRegressor(max_iter=50, random_state=0), X, y.astype(float), cv=3)
+    assert scores.shape == (3,)
+
+
+def test_pandas_dataframe_feature_names(iris):
+    pd = pytest.importorskip("pandas")
+    X, y = iris
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    clf = MLPClassifier(max_iter=10, random_state=0).fit(df, pd.Series(y))
+    assert list(clf.feature_names_in_) == ["a", "b", "c", "d"]
+    clf.predict(df)
+    with pytest.warns(UserWarning, match="feature names"):
+        clf.predict(X)
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(df.rename(columns={"a": "z"}))
+
+
+# --- randomness, persistence, devices ------------------------------------------------------------
+
+
+def test_random_state_reproducible_and_global_rngs_untouched(digits):
+    X, _, y, _ = digits
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    a = MLPClassifier(max_iter=3, dropout=0.2, early_stopping=True, random_state=3).fit(X, y)
+    b = MLPClassifier(max_iter=3, dropout=0.2, early_stopping=True, random_state=3).fit(X, y)
+    assert torch.equal(torch_state, torch.get_rng_state())
+    assert all(np.array_equal(u, v) for u, v in zip(np_state, np.random.get_state()))
+    for u, v in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(u, v)
+    c = MLPClassifier(max_iter=3, dropout=0.2, random_state=4).fit(X, y)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_pickle_and_joblib_round_trip_bit_identical(digits, tmp_path, Est):
+    X, Xt, y, _ = digits
+    est = Est(max_iter=5, batch_norm=True, random_state=0).fit(X, y)
+    expected = est.predict(Xt)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict(Xt), expected)
+    joblib.dump(est, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    np.testing.assert_array_equal(loaded.predict(Xt), expected)
+    loaded.partial_fit(X, y)  # the solver state travelled too
+
+
+def test_model_saved_from_a_gpu_loads_on_cpu(digits, monkeypatch):
+    """The CPU-only half of the GPU path: the state is saved on the CPU, and a model whose
+    device is missing on the loading machine falls back to the CPU with a warning."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    X, Xt, y, _ = digits
+    clf = MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    expected = clf.predict_proba(Xt)
+    clf.device_ = torch.device("cuda:0")  # as if fitted there
+    payload = pickle.dumps(clf)
+    with pytest.warns(UserWarning, match="not available here"):
+        loaded = pickle.loads(payload)
+    assert loaded.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), expected)
+
+
+def test_device_errors(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="device"):
+        MLPClassifier(device="tpu").fit(X, y)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            MLPClassifier(device="cuda").fit(X, y)
+    assert MLPClassifier(device="cpu", max_iter=2).fit(X, y).device_ == torch.device("cpu")
+
+
+def test_dropout_and_batch_norm_train_and_predict(digits):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(dropout=0.2, batch_norm=True, max_iter=30, random_state=0).fit(X, y)
+    assert clf.score(Xt, yt) > 0.9
+    assert len(clf.module_.norms) == 1
+    # a last minibatch of one sample is fine with batch norm
+    MLPClassifier(batch_norm=True, batch_size=len(X) - 1, max_iter=2).fit(X, y)
+
+
+def test_verbose_prints_progress(iris, capsys):
+    X, y = iris
+    MLPClassifier(max_iter=2, verbose=True, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Validation score" in out
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_leaves_a_usable_model(digits, monkeypatch):
+    X, Xt, y, yt = digits
+    clf = MLPClassifier(max_iter=50, random_state=0)
+    from sknn import _optim
+    calls = {"n": 0}
+    step = _optim.Adam.step
+
+    def interrupted(self, params, grads):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        step(self, params, grads)
+
+    monkeypatch.setattr(_optim.Adam, "step", interrupted)
+    with pytest.warns(UserWarning, match="interrupted"):
+        clf.fit(X, y)
+    assert np.isfinite(clf.predict_proba(Xt)).all()
+    assert clf.score(Xt, yt) > 0.5
+
+
+def test_divergence_raises_naming_the_learning_rate(digits):
+    X, _, y, _ = digits
+    with pytest.raises(ValueError, match="learning_rate_init=10000000000.0"):
+        MLPRegressor(solver="sgd", learning_rate_init=1e10, max_iter=5).fit(X * 1e3, y * 1e3)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_bad_input_raises_clear_errors(iris, Est):
+    X, y = iris
+    y = y.astype(float) if Est is MLPRegressor else y
+    est = Est(max_iter=2)
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+    for bad, match in [(np.nan, "NaN"), (np.inf, "infinity")]:
+        Xb = X.copy()
+        Xb[3, 1] = bad
+        with pytest.raises(ValueError, match=match):
+            est.fit(Xb, y)
+    yb = y.astype(float).copy()
+    yb[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(X, yb)
+    with pytest.raises(ValueError, match="0 sample"):
+        est.fit(np.empty((0, 4)), np.empty(0))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="could not convert"):
+        est.fit(np.array([["a", "b"], ["c", "d"]]), y[:2])
+    est.fit(X, y)
+    with pytest.raises(ValueError, match="4 features"):
+        est.predict(X[:, :3])
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (dict(max_iter=-1), ValueError, "max_iter"),
+    (dict(max_iter=2.5), TypeError, "max_iter"),
+    (dict(hidden_layer_sizes=(10, 0)), ValueError, "hidden_layer_sizes"),
+    (dict(hidden_layer_sizes="big"), TypeError, "hidden_layer_sizes"),
+    (dict(solver="newton"), ValueError, "solver"),
+    (dict(activation="gelu"), ValueError, "activation"),
+    (dict(device="gpu"), ValueError, "device"),
+    (dict(learning_rate_init=0), ValueError, "learning_rate_init"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(validation_fraction=1.0), ValueError, "validation_fraction"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(momentum=1.5), ValueError, "momentum"),
+    (dict(shuffle="yes"), TypeError, "shuffle"),
+])
+def test_invalid_parameters(iris, params, error, match):
+    X, y = iris
+    with pytest.raises(error, match=match):
+        MLPClassifier(**params).fit(X, y)
+
+
+def test_single_class_predicts_that_class(iris):
+    X, _ = iris
+    clf = MLPClassifier(max_iter=5).fit(X, np.full(len(X), "only"))
+    assert (clf.predict(X) == "only").all()
+
+
+def test_continuous_target_rejected_by_classifier(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MLPClassifier().fit(X, np.linspace(0, 1, len(X)))

@@ -1,0 +1,62 @@
+"""Pure torch pieces: hand-written backpropagation against autograd, losses, dropout."""
+
+import pytest
+import torch
+
+from sknn._engine import objective_and_grads
+from sknn.nn import MLP, PoissonDeviance, SigmoidCrossEntropy, SoftmaxCrossEntropy, SquaredError
+
+
+class _AutogradOnly(torch.nn.Module):
+    """The same network, seen by the engine without its own backprop."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x, generator=None):
+        return self.mlp(x)
+
+
+def _targets(loss, n, k, gen):
+    if isinstance(loss, SoftmaxCrossEntropy):
+        return torch.eye(k, dtype=torch.float64)[torch.randint(0, k, (n,), generator=gen)]
+    if isinstance(loss, SigmoidCrossEntropy):
+        return torch.randint(0, 2, (n, k), generator=gen).double()
+    if isinstance(loss, PoissonDeviance):
+        return 3 * torch.rand(n, k, generator=gen, dtype=torch.float64)
+    return torch.randn(n, k, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("loss", [SoftmaxCrossEntropy(), SigmoidCrossEntropy(), SquaredError(4),
+                                  PoissonDeviance()])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backprop_matches_autograd(activation, loss, weighted):
+    gen = torch.Generator().manual_seed(0)
+    mlp = MLP([5, 7, 6, 4], activation, dtype=torch.float64)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.uniform_(-0.5, 0.5, generator=gen)
+    x = torch.randn(20, 5, generator=gen, dtype=torch.float64)
+    y = _targets(loss, 20, 4, gen)
+    w = torch.rand(20, generator=gen, dtype=torch.float64) if weighted else None
+    params = list(mlp.parameters())
+    assert mlp.supports_backprop
+    value, grads = objective_and_grads(mlp, loss, x, y, w, 0.1, 0.3, params)
+    ref_value, ref_grads = objective_and_grads(_AutogradOnly(mlp), loss, x, y, w, 0.1, 0.3, params)
+    torch.testing.assert_close(value, ref_value)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+def test_modules_do_not_touch_the_global_rng():
+    state = torch.get_rng_state()
+    mlp = MLP([3, 8, 2], dropout=0.5, batch_norm=True)
+    assert not mlp.supports_backprop
+    mlp.train()
+    out = mlp(torch.ones(4, 3), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 2)
+    assert torch.equal(state, torch.get_rng_state())
+    with pytest.raises(ValueError, match="Generator"):
+        mlp(torch.ones(4, 3))
