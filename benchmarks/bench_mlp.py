@@ -5,7 +5,7 @@ random_state=0) as float32, first 24,000 rows to train, the rest to test; hidden
 adam, learning rate 1e-3, batch 200, 10 epochs, tol=0, 2 CPU threads. The libraries run
 interleaved, round after round, so that machine noise hits them alike; we report medians.
 
-    python benchmarks/bench_mlp.py [--rounds 5] [--device cpu|cuda] [--json PATH]
+    python benchmarks/bench_mlp.py [--rounds 7] [--device cpu|cuda] [--json PATH]
 """
 
 import argparse
@@ -22,7 +22,7 @@ import torch
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLP
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import sknn
 
@@ -88,7 +88,7 @@ def skorch_runner(device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -130,6 +130,9 @@ def main(argv=None):
                        "machine": platform.platform(), "processor": platform.processor(),
                        "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                                     "scikit-learn": sklearn.__version__},
+                       "blas": [{k: d.get(k) for k in ("internal_api", "version",
+                                                       "architecture", "num_threads")}
+                                for d in threadpool_info()],
                        "date": time.strftime("%Y-%m-%d"), "results": results,
                        "median_ms_per_epoch": med, "median_accuracy": acc,
                        "median_sknn_time_ratio": ratios}, f, indent=2)

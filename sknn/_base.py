@@ -131,6 +131,8 @@ class BaseNeuralNetwork(BaseEstimator):
 
         device = resolve_device(self.device)
         dtype = torch.float64 if self.solver == "lbfgs" or X.dtype == np.float64 else torch.float32
+        if device.type == "mps":  # MPS has no float64
+            dtype = torch.float32
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self.n_outputs_ = n_outputs

@@ -32,6 +32,34 @@ _ACTIVATION_GRADS = {
 }
 
 
+def _find_onednn_linear():
+    """torch's oneDNN linear kernel, ``x @ w.T + b`` with an optional fused ReLU, where this
+    torch build has it. On CPUs with AVX-512 it runs float32 GEMMs of the sizes MLPs use about
+    1.5x faster than the default BLAS call (which some BLAS builds limit to AVX2 on AMD)."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        a = torch.ones(2, 3)
+        if not torch.backends.mkldnn.is_available() or not torch.equal(
+                op(a, a, None, "none", [], ""), a @ a.t()):
+            return None
+    except (AttributeError, RuntimeError):
+        return None
+    return op
+
+
+_ONEDNN_LINEAR = _find_onednn_linear()
+
+
+def matmul_nt(a, b, bias=None, relu=False):
+    """``a @ b.T (+ bias)``, then ReLU if asked: by oneDNN for float32 CPU tensors large enough
+    to gain from it, else by torch.addmm / mm."""
+    if (_ONEDNN_LINEAR is not None and a.dtype == torch.float32 and a.device.type == "cpu"
+            and min(b.shape) >= 32):
+        return _ONEDNN_LINEAR(a, b, bias, "relu" if relu else "none", [], "")
+    out = a @ b.t() if bias is None else torch.addmm(bias, a, b.t())
+    return out.clamp_min_(0) if relu else out
+
+
 def dropout(x, p, generator):
     """Inverted dropout drawing its mask from ``generator`` (never from the global RNG)."""
     if generator is None:
@@ -94,18 +122,22 @@ class MLP(nn.Module):
         # Read the ParameterLists directly: indexing them goes through Module.__getattr__.
         weights, biases = self.weights._parameters.values(), self.biases._parameters.values()
         weights, biases = list(weights), list(biases)
+        relu = self.activation == "relu"
         act = _INPLACE_ACTIVATIONS[self.activation]
         outputs = [x]
         for W, b in zip(weights[:-1], biases[:-1]):
-            outputs.append(act(torch.addmm(b, outputs[-1], W)))
+            h = matmul_nt(outputs[-1], W.t(), b, relu=relu)
+            outputs.append(h if relu else act(h))
         value, delta = loss.value_and_delta(torch.addmm(biases[-1], outputs[-1], weights[-1]), y, w)
         delta.mul_(scale)
         grad_w, grad_b = [None] * len(weights), [None] * len(weights)
         for i in range(len(weights) - 1, -1, -1):
-            grad_w[i] = torch.addmm(weights[i], outputs[i].t(), delta, beta=decay)
+            grad_w[i] = matmul_nt(outputs[i].t(), delta.t())
+            if decay:
+                grad_w[i].add_(weights[i], alpha=decay)
             grad_b[i] = delta.sum(dim=0)
             if i:
-                delta = _ACTIVATION_GRADS[self.activation](delta @ weights[i].t(), outputs[i])
+                delta = _ACTIVATION_GRADS[self.activation](matmul_nt(delta, weights[i]), outputs[i])
         return value * scale, grad_w + grad_b
 
 
