@@ -78,16 +78,18 @@ def hidden_layers(est):
 class BaseNeuralNetwork(BaseEstimator):
     """Shared machinery. A subclass provides:
 
-    - ``_build_module(n_features, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
+    - ``_build_module(X, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
     - ``_encode_targets(y, first_pass, incremental)`` -> (training targets as an array, loss,
       number of network outputs);
     - ``_score(X, y, sample_weight)`` used for early stopping;
-    - ``_check_params()`` for its own parameters.
+    - ``_check_params()`` extended for its own parameters, ``_n_features_out`` for ``transform``;
+    - optionally ``_check_fit_input`` / ``_check_predict_input`` for other input layouts.
     """
 
     _stochastic_solvers = ("sgd", "adam")
 
-    def _check_common_params(self):
+    def _check_params(self):
+        """Validate the parameters every estimator shares (subclasses extend it)."""
         check_param(self, "solver", options={"lbfgs", "sgd", "adam"})
         check_param(self, "alpha", kind="real", low=0)
         check_param(self, "batch_size", kind="int", low=1, options={"auto"})
@@ -101,6 +103,16 @@ class BaseNeuralNetwork(BaseEstimator):
         check_param(self, "n_iter_no_change", kind="real", low=1)
         check_param(self, "dropout", kind="real", low=0, high=1, high_open=True)
         check_param(self, "batch_norm", kind="bool")
+        check_param(self, "activation", options={"identity", "logistic", "tanh", "relu"})
+        check_param(self, "learning_rate", options={"constant", "invscaling", "adaptive"})
+        check_param(self, "power_t", kind="real", low=0)
+        check_param(self, "momentum", kind="real", low=0, high=1)
+        check_param(self, "nesterovs_momentum", kind="bool")
+        check_param(self, "beta_1", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "beta_2", kind="real", low=0, high=1, high_open=True)
+        check_param(self, "epsilon", kind="real", low=0, low_open=True)
+        check_param(self, "max_fun", kind="int", low=1)
+        hidden_layers(self)
         if not (self.verbose is None or _is_real(self.verbose) or isinstance(self.verbose, bool)):
             raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}.")
         if not (self.random_state is None or _is_int(self.random_state)
@@ -116,11 +128,7 @@ class BaseNeuralNetwork(BaseEstimator):
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), y_numeric=not self._is_clf(),
-                             reset=first_pass)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
+        X, y = self._check_fit_input(X, y, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                                  ensure_non_negative=True)
@@ -136,7 +144,7 @@ class BaseNeuralNetwork(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self.n_outputs_ = n_outputs
-            self.module_ = self._build_module(X.shape[1], self.n_outputs_, dtype, device)
+            self.module_ = self._build_module(X, self.n_outputs_, dtype, device)
             self.n_iter_ = 0
             self.t_ = 0
             if self.solver in self._stochastic_solvers:
@@ -154,7 +162,7 @@ class BaseNeuralNetwork(BaseEstimator):
         dtype = next(self.module_.parameters()).dtype
 
         generator = None
-        if self.dropout:
+        if self._training_noise():
             generator = torch.Generator(device=device)
             generator.manual_seed(int(self._random_state.randint(np.iinfo(np.int32).max)))
 
@@ -179,6 +187,23 @@ class BaseNeuralNetwork(BaseEstimator):
         _engine.fit_stochastic(self, self.module_, loss, data, validation=validation,
                                incremental=incremental, generator=generator)
         return self
+
+    def _check_fit_input(self, X, y, reset):
+        """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), y_numeric=not self._is_clf(),
+                             reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _check_predict_input(self, X):
+        return validate_data(self, X, accept_sparse=["csr", "csc"],
+                             dtype=(np.float64, np.float32), reset=False)
+
+    def _training_noise(self):
+        """Whether training draws random numbers besides the shuffles (dropout...)."""
+        return bool(self.dropout)
 
     def _training_weights(self, y, sample_weight, incremental):
         return sample_weight
@@ -225,8 +250,7 @@ class BaseNeuralNetwork(BaseEstimator):
         """Outputs of ``module.<method>`` for X (then ``link``), as an array of X's float dtype."""
         check_is_fitted(self)
         if check_input:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"],
-                              dtype=(np.float64, np.float32), reset=False)
+            X = self._check_predict_input(X)
         module = self._inference_module()
         dtype = next(module.parameters()).dtype
         fn = getattr(module, method)
@@ -257,10 +281,6 @@ class BaseNeuralNetwork(BaseEstimator):
         X_new : ndarray of shape (n_samples, n_units_of_the_last_hidden_layer)
         """
         return self._forward(X, method="features")
-
-    @property
-    def _n_features_out(self):
-        return self.module_.weights[-1].shape[0]
 
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` outputs: ``<classname>0``, ``<classname>1``, ..."""

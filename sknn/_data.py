@@ -93,3 +93,64 @@ class TrainingData:
         """The whole set as one batch (for full-batch solvers)."""
         xb = sparse_rows(self.X, slice(None), self.device, self.dtype) if self.sparse else self.X
         return xb, self.Y, self.W
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def channels_axis(shape, data_format, what="X"):
+    """Where the channels are in one image's 3-D ``shape``: 0 (channels first) or 2 (last).
+
+    ``data_format='auto'``: channels last when the last axis has at most 4 entries and the first
+    more than 4, channels first in the opposite case; otherwise the layout is ambiguous and
+    ``data_format`` must be given."""
+    if data_format == "channels_first":
+        return 0
+    if data_format == "channels_last":
+        return 2
+    first, last = shape[0], shape[2]
+    if last <= 4 < first:
+        return 2
+    if first <= 4 < last:
+        return 0
+    raise ValueError(
+        f"Cannot tell where the channels are in {what} with images of shape {tuple(shape)}: pass "
+        "data_format='channels_last' (height, width, channels) or 'channels_first'.")
+
+
+def to_images(X, image_shape=None, data_format="auto"):
+    """An array of images in any accepted layout -> ``(n, channels, height, width)``.
+
+    - ``(n, H, W)``: grayscale; ``(n, H, W, C)`` or ``(n, C, H, W)``: see :func:`channels_axis`;
+    - ``(n, d)``: reshaped to ``image_shape`` — ``(H, W)``, or ``(H, W, C)`` / ``(C, H, W)`` read
+      with ``data_format`` — or, when it is None, to a square grayscale image when d is a perfect
+      square (64 -> 8x8) and to a 1 x d strip otherwise.
+
+    uint8 values are scaled to [0, 1] in float32; float arrays keep their precision.
+    """
+    n = X.shape[0]
+    if X.ndim == 2:
+        d = X.shape[1]
+        if image_shape is None:
+            side = int(np.sqrt(d))
+            X = X.reshape(n, 1, side, side) if side * side == d else X.reshape(n, 1, 1, d)
+        else:
+            shape = tuple(int(s) for s in image_shape)
+            if len(shape) not in (2, 3) or np.prod(shape) != d:
+                raise ValueError(f"image_shape={image_shape} holds {int(np.prod(shape))} values "
+                                 f"per image, but X has {d} features.")
+            X = X.reshape(n, *shape)
+            if X.ndim == 3:
+                X = X[:, None]
+            else:
+                X = X if channels_axis(shape, data_format, "image_shape") == 0 else X.transpose(0, 3, 1, 2)
+    elif X.ndim == 3:
+        X = X[:, None]
+    elif X.ndim == 4:
+        if channels_axis(X.shape[1:], data_format) == 2:
+            X = X.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"Expected images as a 2-, 3- or 4-D array, got {X.ndim} dimensions.")
+    if X.dtype == np.uint8:
+        return np.ascontiguousarray(X, dtype=np.float32) / np.float32(255)
+    return np.ascontiguousarray(X)

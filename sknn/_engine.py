@@ -34,11 +34,13 @@ def objective_and_grads(module, loss, xb, yb, wb, scale, alpha, params, generato
     for ``params``: by the module's own backpropagation where it has one, else by autograd."""
     if getattr(module, "supports_backprop", False):
         return module.backprop(xb, yb, wb, loss, scale, alpha * scale)
-    objective = loss(module(xb, generator), yb, wb) * scale
+    objective = loss(module(xb, generator, wb), yb, wb) * scale
     grads = list(torch.autograd.grad(objective, params))
     if alpha:
         decayed = [(g, p) for g, p in zip(grads, params) if p.ndim >= 2]
-        torch._foreach_add_([g for g, _ in decayed], [p for _, p in decayed], alpha=alpha * scale)
+        with torch.no_grad():
+            torch._foreach_add_([g for g, _ in decayed], [p for _, p in decayed],
+                                alpha=alpha * scale)
     return objective.detach(), grads
 
 
@@ -50,9 +52,9 @@ def _diverged(est, where):
     )
 
 
-def resolve_batch_size(batch_size, n_samples):
+def resolve_batch_size(batch_size, n_samples, auto=200):
     if batch_size == "auto":
-        return min(200, n_samples)
+        return min(auto, n_samples)
     if batch_size > n_samples:
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
                       "be clipped")
@@ -76,7 +78,7 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     alpha = float(est.alpha)
 
     n = data.n_samples
-    batch_size = resolve_batch_size(est.batch_size, n)
+    batch_size = resolve_batch_size(est.batch_size, n, getattr(est, "_auto_batch_size", 200))
     starts = np.arange(0, n, batch_size)
     stops = np.minimum(starts + batch_size, n)
     lengths = torch.as_tensor(stops - starts, dtype=data.dtype, device=data.device)

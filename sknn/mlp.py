@@ -136,21 +136,8 @@ _ATTRIBUTES = """
 class _MLPMixin:
     """What the two MLPs share: their network, its initialisation, its parameters as arrays."""
 
-    def _check_params(self):
-        self._check_common_params()
-        hidden_layers(self)
-        check_param(self, "activation", options={"identity", "logistic", "tanh", "relu"})
-        check_param(self, "learning_rate", options={"constant", "invscaling", "adaptive"})
-        check_param(self, "power_t", kind="real", low=0)
-        check_param(self, "momentum", kind="real", low=0, high=1)
-        check_param(self, "nesterovs_momentum", kind="bool")
-        check_param(self, "beta_1", kind="real", low=0, high=1, high_open=True)
-        check_param(self, "beta_2", kind="real", low=0, high=1, high_open=True)
-        check_param(self, "epsilon", kind="real", low=0, low_open=True)
-        check_param(self, "max_fun", kind="int", low=1)
-
-    def _build_module(self, n_features, n_outputs, dtype, device):
-        units = [n_features, *hidden_layers(self), n_outputs]
+    def _build_module(self, X, n_outputs, dtype, device):
+        units = [X.shape[1], *hidden_layers(self), n_outputs]
         module = MLP(units, self.activation, self.dropout, self.batch_norm, dtype=dtype,
                      device=device)
         # Glorot-uniform initialisation drawn exactly as scikit-learn draws it, so the same
@@ -171,6 +158,10 @@ class _MLPMixin:
     @property
     def intercepts_(self):
         return [b.detach().cpu().numpy().copy() for b in self.module_.biases]
+
+    @property
+    def _n_features_out(self):
+        return self.module_.weights[-1].shape[0]
 
     @property
     def n_layers_(self):

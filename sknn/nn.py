@@ -1,8 +1,14 @@
 """Pure torch building blocks and losses: no scikit-learn in here.
 
+Modules trained by the engine take ``forward(x, generator=None, sample_weight=None)``: the
+generator feeds their training-time randomness (dropout, augmentation), the sample weights
+their batch statistics.
+
 Parameters are created empty (``torch.empty``): nothing here draws from torch's global random
 number generator. The estimators initialise weights from their own ``random_state``.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +66,35 @@ def matmul_nt(a, b, bias=None, relu=False):
     return out.clamp_min_(0) if relu else out
 
 
+def batch_norm(x, bn, training, sample_weight=None):
+    """Apply batch-norm layer ``bn`` to ``x`` of shape (N, C) or (N, C, H, W).
+
+    In training, with ``sample_weight``, the batch statistics are weighted over samples: a
+    sample of weight 2 counts as two copies of it, one of weight 0 not at all, so that weighting
+    and repeating samples train the same model. A batch holding a single value per channel
+    has no statistics: it is normalised with the running ones.
+    """
+    if not training or x.numel() == x.shape[1]:
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
+                            bn.eps)
+    if sample_weight is None:
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True,
+                            bn.momentum, bn.eps)
+    dims = (0, *range(2, x.ndim))
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    w = sample_weight.view((-1,) + (1,) * (x.ndim - 1))
+    total = sample_weight.sum() * (x[0, 0].numel())
+    mean = (x * w).sum(dims) / total
+    centered = x - mean.view(per_channel)
+    var = (centered.square() * w).sum(dims) / total
+    with torch.no_grad():
+        bn.running_mean.lerp_(mean, bn.momentum)
+        bn.running_var.lerp_(var * total / (total - 1).clamp_min(1e-12), bn.momentum)
+        bn.num_batches_tracked += 1
+    scale = torch.rsqrt(var + bn.eps) * bn.weight
+    return centered * scale.view(per_channel) + bn.bias.view(per_channel)
+
+
 def dropout(x, p, generator):
     """Inverted dropout drawing its mask from ``generator`` (never from the global RNG)."""
     if generator is None:
@@ -89,23 +124,21 @@ class MLP(nn.Module):
         self.activation = activation
         self.dropout = float(dropout)
 
-    def features(self, x, generator=None):
+    def features(self, x, generator=None, sample_weight=None):
         """Activations of the last hidden layer (``x`` itself when there is none)."""
         act = ACTIVATIONS[self.activation]
         for i in range(len(self.weights) - 1):
             x = torch.addmm(self.biases[i], x, self.weights[i])
             if self.norms:
-                # A batch of one has no batch statistics: use the running ones for it.
-                bn = self.norms[i]
-                x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                                 self.training and x.shape[0] > 1, bn.momentum, bn.eps)
+                x = batch_norm(x, self.norms[i], self.training, sample_weight)
             x = act(x)
             if self.dropout and self.training:
                 x = dropout(x, self.dropout, generator)
         return x
 
-    def forward(self, x, generator=None):
-        return torch.addmm(self.biases[-1], self.features(x, generator), self.weights[-1])
+    def forward(self, x, generator=None, sample_weight=None):
+        return torch.addmm(self.biases[-1], self.features(x, generator, sample_weight),
+                           self.weights[-1])
 
     @property
     def supports_backprop(self):
@@ -139,6 +172,113 @@ class MLP(nn.Module):
             if i:
                 delta = _ACTIVATION_GRADS[self.activation](matmul_nt(delta, weights[i]), outputs[i])
         return value * scale, grad_w + grad_b
+
+
+def reset_parameters(module, generator):
+    """PyTorch's default initialisation (Kaiming-uniform weights, uniform biases) for every
+    convolution and linear layer, drawn from ``generator``; normalisation layers reset."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                bound = 1 / math.sqrt(m.weight[0].numel())
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+
+
+def random_shift(x, max_shift, generator):
+    """Shift each image by its own random whole number of pixels in [-max_shift, max_shift]
+    along each axis, filling with zeros: one gather for the whole batch."""
+    n, _, h, w = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, n, 1, 1), generator=generator,
+                           device=generator.device).to(x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1) - shifts[0]
+    cols = torch.arange(w, device=x.device).view(1, 1, w) - shifts[1]
+    inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).unsqueeze(1)
+    flat = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).view(n, 1, h * w)
+    out = x.reshape(n, x.shape[1], h * w).gather(2, flat.expand(-1, x.shape[1], -1))
+    return out.view_as(x) * inside
+
+
+class ConvNet(nn.Module):
+    """``[conv -> [batch norm] -> activation -> pool] * k -> flatten -> MLP head``.
+
+    Convolutions keep the image size ("same" padding); each pooling halves both sides, but no
+    side below 1 (a side of 1 is left as it is). A feature grid larger than ``max_grid`` per side
+    is average-pooled down to it before the dense layers. Layers are created without
+    initialisation: call :func:`reset_parameters` with a generator.
+    """
+
+    def __init__(self, image_shape, conv_layers=(32, 64), kernel_size=3, pooling="max",
+                 hidden_layer_sizes=(128,), n_outputs=10, activation="relu", dropout=0.0,
+                 batch_norm=True, augment_shift=0, augment_flip=False, max_grid=7,
+                 dtype=torch.float32,
+                 device="cpu"):
+        super().__init__()
+        channels, h, w = image_shape
+        with torch.device("meta"):
+            blocks = []
+            for c in conv_layers:
+                blocks.append(nn.Conv2d(channels, c, kernel_size, padding="same"))
+                if batch_norm:
+                    blocks.append(nn.BatchNorm2d(c))
+                blocks.append(_Activation(activation))
+                if pooling is not None:
+                    kernel = (min(2, h), min(2, w))
+                    pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
+                    blocks.append(pool(kernel, ceil_mode=True))
+                    h, w = -(-h // kernel[0]), -(-w // kernel[1])
+                channels = c
+            if h > max_grid or w > max_grid:
+                blocks.append(nn.AdaptiveAvgPool2d((min(h, max_grid), min(w, max_grid))))
+                h, w = min(h, max_grid), min(w, max_grid)
+            self.blocks = nn.Sequential(*blocks)
+            units = [channels * h * w, *hidden_layer_sizes]
+            self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(units[:-1], units[1:]))
+            self.dense_norms = nn.ModuleList(
+                [nn.BatchNorm1d(b) for b in units[1:]] if batch_norm else [])
+            self.out = nn.Linear(units[-1], n_outputs)
+        self.to_empty(device=device).to(dtype)
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.augment_shift = int(augment_shift)
+        self.augment_flip = bool(augment_flip)
+
+    def features(self, x, generator=None, sample_weight=None):
+        if self.training and self.augment_shift:
+            x = random_shift(x, self.augment_shift, generator)
+        if self.training and self.augment_flip:
+            flip = torch.rand(x.shape[0], 1, 1, 1, generator=generator,
+                              device=generator.device).to(x.device) < 0.5
+            x = torch.where(flip, x.flip(-1), x)
+        for block in self.blocks:
+            if isinstance(block, nn.BatchNorm2d):
+                x = batch_norm(x, block, self.training, sample_weight)
+            else:
+                x = block(x)
+        x = x.flatten(1)
+        act = ACTIVATIONS[self.activation]
+        for i, layer in enumerate(self.dense):
+            x = layer(x)
+            if self.dense_norms:
+                x = batch_norm(x, self.dense_norms[i], self.training, sample_weight)
+            x = act(x)
+            if self.dropout and self.training:
+                x = dropout(x, self.dropout, generator)
+        return x
+
+    def forward(self, x, generator=None, sample_weight=None):
+        return self.out(self.features(x, generator, sample_weight))
+
+
+class _Activation(nn.Module):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def forward(self, x):
+        return ACTIVATIONS[self.name](x)
 
 
 # Losses on the network's raw output ``z``. ``__call__`` returns the sum over samples of the

@@ -2,9 +2,9 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sknn import MLPClassifier, MLPRegressor
+from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor
 
 
-@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+@parametrize_with_checks([MLPClassifier(), MLPRegressor(), ConvNetClassifier()])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -1,8 +1,6 @@
 """MLPClassifier / MLPRegressor: scikit-learn's behaviours, sknn's additions, bad input."""
 
-import io
 import pickle
-import warnings
 
 import joblib
 import numpy as np
@@ -10,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.datasets import load_diabetes, load_digits, load_iris, make_multilabel_classification
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier

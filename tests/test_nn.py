@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sknn._engine import objective_and_grads
-from sknn.nn import MLP, PoissonDeviance, SigmoidCrossEntropy, SoftmaxCrossEntropy, SquaredError
+from sknn.nn import (MLP, PoissonDeviance, SigmoidCrossEntropy, SoftmaxCrossEntropy, SquaredError,
+                     batch_norm)
 
 
 class _AutogradOnly(torch.nn.Module):
@@ -14,7 +15,7 @@ class _AutogradOnly(torch.nn.Module):
         super().__init__()
         self.mlp = mlp
 
-    def forward(self, x, generator=None):
+    def forward(self, x, generator=None, sample_weight=None):
         return self.mlp(x)
 
 
@@ -60,3 +61,17 @@ def test_modules_do_not_touch_the_global_rng():
     assert torch.equal(state, torch.get_rng_state())
     with pytest.raises(ValueError, match="Generator"):
         mlp(torch.ones(4, 3))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (6, 4, 3, 5)])
+def test_weighted_batch_norm_equals_repeating_samples(shape):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    w = torch.tensor([0, 1, 2, 3, 1, 2], dtype=torch.float64)
+    bn_w = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(4).double()
+    bn_r = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(4).double()
+    weighted = batch_norm(x, bn_w, True, w)
+    repeated = batch_norm(x.repeat_interleave(w.long(), dim=0), bn_r, True)
+    torch.testing.assert_close(weighted.repeat_interleave(w.long(), dim=0), repeated)
+    torch.testing.assert_close(bn_w.running_mean, bn_r.running_mean)
+    torch.testing.assert_close(bn_w.running_var, bn_r.running_var)

@@ -1,0 +1,140 @@
+"""ConvNetClassifier: image layouts, geometry, the classifier API, bad input."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from sknn import ConvNetClassifier
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def quadrant_images(n, h, w, c, seed=0):
+    """Noise images whose class (0-3) is the quadrant holding a bright square, (n, h, w, c)."""
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(0, 0.3, size=(n, h, w, c)).astype(np.float32)
+    y = rng.randint(0, 4, size=n)
+    for i, q in enumerate(y):
+        r, s = (q // 2) * (h // 2), (q % 2) * (w // 2)
+        X[i, r:r + h // 2, s:s + w // 2] += 0.7
+    return X, y
+
+
+def small_net(**kw):
+    params = dict(conv_layers=(8,), hidden_layer_sizes=(16,), max_iter=15, random_state=0,
+                  device="cpu")
+    params.update(kw)
+    return ConvNetClassifier(**params)
+
+
+@pytest.mark.parametrize("layout", ["NHW", "NHW1", "NHWC", "NCHW"])
+def test_image_layouts_train_without_reshaping(layout):
+    c = 3 if layout in ("NHWC", "NCHW") else 1
+    size = 32 if c == 3 else 28
+    X, y = quadrant_images(160, size, size, c)
+    if layout == "NHW":
+        X = X[..., 0]
+    elif layout == "NCHW":
+        X = X.transpose(0, 3, 1, 2)
+    clf = small_net().fit(X[:120], y[:120])
+    assert clf.image_shape_ == (c, size, size)
+    assert clf.score(X[120:], y[120:]) > 0.9
+    assert clf.predict_proba(X[120:]).shape == (40, 4)
+
+
+def test_channels_first_and_last_give_the_same_model():
+    X, y = quadrant_images(60, 12, 12, 3)
+    last = small_net(max_iter=3).fit(X, y)
+    first = small_net(max_iter=3, data_format="channels_first").fit(X.transpose(0, 3, 1, 2), y)
+    np.testing.assert_allclose(last.predict_proba(X), first.predict_proba(X.transpose(0, 3, 1, 2)))
+
+
+def test_flat_rows_square_strip_and_image_shape():
+    X, y = quadrant_images(40, 8, 8, 1)
+    flat = X.reshape(40, 64)
+    assert small_net(max_iter=2).fit(flat, y).image_shape_ == (1, 8, 8)
+    assert small_net(max_iter=2).fit(flat[:, :10], y).image_shape_ == (1, 1, 10)
+    assert small_net(max_iter=2, image_shape=(4, 16)).fit(flat, y).image_shape_ == (1, 4, 16)
+    rgb = np.repeat(X, 3, axis=3).reshape(40, -1)
+    assert small_net(max_iter=2, image_shape=(8, 8, 3)).fit(rgb, y).image_shape_ == (3, 8, 8)
+    with pytest.raises(ValueError, match="image_shape=\\(8, 9\\) holds 72 values"):
+        small_net(image_shape=(8, 9)).fit(flat, y)
+
+
+def test_uint8_images_are_scaled():
+    X, y = quadrant_images(40, 8, 8, 1)
+    as_uint8 = (X * 255).round().astype(np.uint8)
+    a = small_net(max_iter=3).fit(as_uint8, y)
+    b = small_net(max_iter=3).fit(as_uint8.astype(np.float32) / 255, y)
+    assert a.module_.out.weight.dtype == b.module_.out.weight.dtype
+    np.testing.assert_allclose(a.predict_proba(as_uint8), b.predict_proba(X), atol=1e-2)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 10), (1, 8, 8), (3, 224, 224), (1, 3, 200)])
+def test_geometry_from_strips_to_224(shape):
+    c, h, w = shape
+    X = np.random.RandomState(0).rand(4, c, h, w).astype(np.float32)
+    clf = ConvNetClassifier(max_iter=1, data_format="channels_first", device="cpu",
+                            random_state=0).fit(X, [0, 1, 0, 1])
+    assert clf.transform(X).shape == (4, 128)
+
+
+def test_learns_digits():
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split((X / 16).astype(np.float32), y, random_state=0)
+    clf = ConvNetClassifier(max_iter=20, random_state=0, device="cpu").fit(Xtr, ytr)
+    assert clf.score(Xte, yte) > 0.97
+    assert clf.transform(Xte).shape == (len(Xte), 128)
+
+
+def test_classifier_api():
+    X, y = quadrant_images(120, 8, 8, 1)
+    labels = np.array(["ne", "nw", "se", "sw"], dtype=object)[y]
+    clf = small_net(early_stopping=True, class_weight="balanced").fit(X, labels)
+    assert set(clf.predict(X)) <= set(labels)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(1), 1, rtol=1e-6)
+    assert clf.validation_scores_ and clf.best_validation_score_ == max(clf.validation_scores_)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+
+    inc = small_net()
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=[0, 1, 2, 3], sample_weight=np.ones(len(y)))
+    assert inc.t_ == 3 * len(X)
+    warm = small_net(max_iter=2, warm_start=True).fit(X, y)
+    warm.fit(X, y)
+    assert len(warm.loss_curve_) == 4
+
+
+def test_augmentation_and_dropout_use_only_the_estimators_generator():
+    import torch
+    X, y = quadrant_images(40, 8, 8, 1)
+    state = torch.get_rng_state()
+    a = small_net(max_iter=2, augment_shift=1, augment_flip=True, dropout=0.3).fit(X, y)
+    b = small_net(max_iter=2, augment_shift=1, augment_flip=True, dropout=0.3).fit(X, y)
+    assert torch.equal(state, torch.get_rng_state())
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_bad_images_raise_clear_errors():
+    X, y = quadrant_images(30, 8, 8, 3)
+    clf = small_net(max_iter=1).fit(X, y)
+    for c in (2, 5):
+        bad = quadrant_images(5, 8, 8, c)[0] if c == 2 else np.zeros((5, 8, 8, 5), np.float32)
+        with pytest.raises(ValueError, match="channel"):
+            clf.predict(bad if c == 2 else bad.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="10x10 pixels, but ConvNetClassifier was fitted on 8x8"):
+        clf.predict(quadrant_images(5, 10, 10, 3)[0])
+    nan = X.copy()
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        small_net().fit(nan, y)
+    with pytest.raises(ValueError, match="data_format"):
+        small_net().fit(np.zeros((4, 3, 4, 3)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="conv_layers"):
+        small_net(conv_layers=(8, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="pooling"):
+        small_net(pooling="median").fit(X, y)
