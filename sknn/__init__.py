@@ -2,7 +2,9 @@
 
 from .convnet import ConvNetClassifier
 from .mlp import MLPClassifier, MLPRegressor
+from .pretrained import PretrainedFeatureExtractor
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvNetClassifier", "MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = ["ConvNetClassifier", "MLPClassifier", "MLPRegressor", "PretrainedFeatureExtractor",
+           "__version__"]

@@ -75,7 +75,38 @@ def hidden_layers(est):
     return [int(h) for h in sizes]
 
 
-class BaseNeuralNetwork(BaseEstimator):
+class TorchStateMixin:
+    """Pickling for estimators that hold a fitted torch module in ``module_`` on ``device_``:
+    the state is saved on the CPU, so a model fitted on a GPU loads on a machine without one,
+    and goes back to its device where that device exists."""
+
+    def _move_to(self, device):
+        self.module_.to(device)
+        if hasattr(self, "_optimizer"):
+            self._optimizer.to(device)
+        self.device_ = device
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "module_" in state and self.device_.type != "cpu":
+            state["module_"] = copy.deepcopy(self.module_).cpu()
+            if "_optimizer" in state:
+                state["_optimizer"] = copy.deepcopy(self._optimizer).to("cpu")
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "module_" in state and self.device_.type != "cpu":
+            try:
+                device = resolve_device(str(self.device_))
+            except ValueError:
+                warnings.warn(f"This model was fitted on {self.device_}, which is not available "
+                              "here: it is loaded on the CPU.")
+                device = torch.device("cpu")
+            self._move_to(device)
+
+
+class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
     """Shared machinery. A subclass provides:
 
     - ``_build_module(X, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
@@ -287,34 +318,6 @@ class BaseNeuralNetwork(BaseEstimator):
         check_is_fitted(self)
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
-
-    # --- devices and pickling ---------------------------------------------------------------
-
-    def _move_to(self, device):
-        self.module_.to(device)
-        if hasattr(self, "_optimizer"):
-            self._optimizer.to(device)
-        self.device_ = device
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        if "module_" in state and self.device_.type != "cpu":
-            # Save on the CPU, so that a model fitted on a GPU loads on a machine without one.
-            state["module_"] = copy.deepcopy(self.module_).cpu()
-            if "_optimizer" in state:
-                state["_optimizer"] = copy.deepcopy(self._optimizer).to("cpu")
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if "module_" in state and self.device_.type != "cpu":
-            try:
-                device = resolve_device(str(self.device_))
-            except ValueError:
-                warnings.warn(f"This model was fitted on {self.device_}, which is not available "
-                              "here: it is loaded on the CPU.")
-                device = torch.device("cpu")
-            self._move_to(device)
 
     # --- helpers ----------------------------------------------------------------------------
 

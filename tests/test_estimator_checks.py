@@ -2,9 +2,10 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor
+from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor, PretrainedFeatureExtractor
 
 
-@parametrize_with_checks([MLPClassifier(), MLPRegressor(), ConvNetClassifier()])
+@parametrize_with_checks(
+    [MLPClassifier(), MLPRegressor(), ConvNetClassifier(), PretrainedFeatureExtractor()])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

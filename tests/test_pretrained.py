@@ -1,0 +1,150 @@
+"""PretrainedFeatureExtractor: ImageNet weights that work offline, inputs, errors, transfer."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("timm")
+skimage_data = pytest.importorskip("skimage.data")
+
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from sknn import PretrainedFeatureExtractor  # noqa: E402
+from sknn.pretrained import _lite0_weights_path, _load_weights_file  # noqa: E402
+
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return PretrainedFeatureExtractor(device="cpu").fit(np.zeros((2, 8, 8)))
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """scikit-image's bundled cat and coffee photos, cropped to one size: (2, 300, 400, 3)."""
+    return np.stack([skimage_data.chelsea()[:300, :400], skimage_data.coffee()[:300, :400]])
+
+
+def imagenet_top1(features):
+    head = _load_weights_file(_lite0_weights_path())
+    logits = features @ head["classifier.weight"].numpy().T + head["classifier.bias"].numpy()
+    return logits.argmax(axis=1)
+
+
+def test_default_weights_classify_bundled_photos(extractor, photos):
+    features = extractor.transform(photos)
+    assert features.shape == (2, 1280) and features.dtype == np.float32
+    cat, coffee = imagenet_top1(features)
+    assert cat in CAT_CLASSES and coffee == ESPRESSO
+
+
+def test_layouts_and_dtypes_give_the_same_features(extractor, photos):
+    ref = extractor.transform(photos)
+    np.testing.assert_allclose(extractor.transform(photos.transpose(0, 3, 1, 2)), ref, atol=1e-5)
+    np.testing.assert_allclose(extractor.transform(photos / 255.0), ref, atol=1e-4)
+    rgba = np.concatenate([photos, np.full(photos.shape[:3] + (1,), 255, np.uint8)], axis=3)
+    np.testing.assert_allclose(extractor.transform(rgba), ref, atol=1e-5)
+    gray = photos.mean(axis=3).astype(np.uint8)
+    gray_rgb = np.repeat(gray[..., None], 3, axis=3)
+    np.testing.assert_allclose(extractor.transform(gray), extractor.transform(gray_rgb), atol=1e-5)
+    flat = PretrainedFeatureExtractor(device="cpu", image_shape=(300, 400, 3)).fit(
+        photos.reshape(2, -1))
+    np.testing.assert_allclose(flat.transform(photos.reshape(2, -1)), ref, atol=1e-5)
+
+
+def test_image_files_and_pil_images(extractor, photos, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    paths = []
+    for i, name in enumerate(["cat.png", "coffee.png"]):
+        paths.append(str(tmp_path / name))
+        Image.fromarray(photos[i]).save(paths[-1])
+    ref = extractor.transform(photos)
+    np.testing.assert_allclose(extractor.transform(paths), ref, atol=1e-5)
+    pil = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
+    cat, coffee = imagenet_top1(extractor.transform(pil))  # full-size photos, two sizes
+    assert cat in CAT_CLASSES and coffee == ESPRESSO
+    with pytest.raises(ValueError, match="Cannot read image .*missing.png"):
+        extractor.transform([str(tmp_path / "missing.png")])
+
+
+def test_features_do_not_depend_on_the_batch(extractor, photos):
+    batch = extractor.transform(photos)
+    alone = np.vstack([extractor.transform(photos[i:i + 1]) for i in range(2)])
+    np.testing.assert_array_equal(alone, batch)
+
+
+def test_pooling_layer_and_input_size(photos):
+    small = dict(device="cpu", input_size=64)
+    assert PretrainedFeatureExtractor(pooling="max", **small).fit(photos).transform(
+        photos).shape == (2, 1280)
+    assert PretrainedFeatureExtractor(pooling=None, **small).fit(photos).transform(
+        photos).shape == (2, 1280 * 2 * 2)
+    early = PretrainedFeatureExtractor(layer=1, **small).fit(photos)
+    assert early.transform(photos).shape == (2, 24)
+    assert len(early.get_feature_names_out()) == 24
+    with pytest.raises(ValueError, match="layer=9 is out of range"):
+        PretrainedFeatureExtractor(layer=9, **small).fit(photos)
+
+
+def test_transfer_beats_raw_pixels_on_lfw_subset():
+    faces = skimage_data.lfw_subset()  # 100 faces then 100 non-faces, 25x25 gray in [0, 1]
+    y = np.r_[np.ones(100), np.zeros(100)]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    raw = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                          faces.reshape(200, -1), y, cv=cv).mean()
+    features = PretrainedFeatureExtractor(device="cpu").fit_transform(faces)
+    transfer = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                               features, y, cv=cv).mean()
+    assert transfer > raw
+
+
+def test_own_module_and_random_weights(photos):
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.ReLU())
+    own = PretrainedFeatureExtractor(model=module, device="cpu", input_size=32).fit(photos)
+    assert own.transform(photos).shape == (2, 5)
+    state = torch.get_rng_state()
+    random = PretrainedFeatureExtractor(weights=None, device="cpu", input_size=32).fit(photos)
+    assert torch.equal(state, torch.get_rng_state())
+    assert random.transform(photos).shape == (2, 1280)
+
+
+def test_pickle_round_trip(extractor, photos):
+    restored = pickle.loads(pickle.dumps(extractor))
+    np.testing.assert_array_equal(restored.transform(photos), extractor.transform(photos))
+
+
+def test_bad_input_and_parameters(extractor, photos, tmp_path):
+    nan = photos / 255.0
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        extractor.transform(nan)
+    with pytest.raises(ValueError, match="2 channels"):
+        extractor.transform(np.zeros((2, 16, 16, 2), np.uint8))
+    with pytest.raises(ValueError, match="data_format"):  # 5 on the last axis: which is it?
+        extractor.transform(np.zeros((2, 16, 16, 5), np.uint8))
+    channels_last = PretrainedFeatureExtractor(data_format="channels_last", device="cpu")
+    with pytest.raises(ValueError, match="5 channels"):
+        channels_last.fit(photos).transform(np.zeros((2, 16, 16, 5), np.uint8))
+    with pytest.raises(ValueError, match="Unknown model 'no_such_net'"):
+        PretrainedFeatureExtractor(model="no_such_net").fit(photos)
+    with pytest.raises(ValueError, match="pooling"):
+        PretrainedFeatureExtractor(pooling="median").fit(photos)
+    with pytest.raises(ValueError, match="no such file"):
+        PretrainedFeatureExtractor(weights=str(tmp_path / "nothing.pth")).fit(photos)
+    with pytest.warns(UserWarning, match="outside \\[0, 1\\]"):
+        extractor.transform(photos.astype(np.float64))
+
+
+def test_other_timm_model_without_offline_weights_explains_how_to_get_them(photos, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", os.devnull)  # an empty cache
+    with pytest.raises(ValueError, match="No pretrained weights for 'resnet18' are available "
+                                         "offline.*weights="):
+        PretrainedFeatureExtractor(model="resnet18").fit(photos)
