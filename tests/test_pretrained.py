@@ -116,6 +116,14 @@ def test_own_module_and_random_weights(photos):
     assert random.transform(photos).shape == (2, 1280)
 
 
+def test_set_output_pandas(photos):
+    pd = pytest.importorskip("pandas")
+    fe = PretrainedFeatureExtractor(device="cpu", input_size=64).set_output(transform="pandas")
+    out = fe.fit_transform(photos)
+    assert isinstance(out, pd.DataFrame) and out.shape == (2, 1280)
+    assert list(out.columns[:2]) == ["pretrainedfeatureextractor0", "pretrainedfeatureextractor1"]
+
+
 def test_pickle_round_trip(extractor, photos):
     restored = pickle.loads(pickle.dumps(extractor))
     np.testing.assert_array_equal(restored.transform(photos), extractor.transform(photos))
