@@ -442,3 +442,10 @@ def test_continuous_target_rejected_by_classifier(iris):
     X, _ = iris
     with pytest.raises(ValueError, match="Unknown label type"):
         MLPClassifier().fit(X, np.linspace(0, 1, len(X)))
+
+
+def test_parallel_grid_search_workers_use_one_thread_each():
+    """n_jobs=2 on 2 cores must not run 2 x 2 torch threads: joblib's workers get one each."""
+    import joblib
+    threads = joblib.Parallel(n_jobs=2)(joblib.delayed(torch.get_num_threads)() for _ in range(2))
+    assert threads == [max(1, joblib.cpu_count() // 2)] * 2
