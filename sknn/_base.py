@@ -3,6 +3,7 @@ device choice, seeding, inference and pickling. Subclasses say what to train."""
 
 import copy
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -144,6 +145,10 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
         check_param(self, "epsilon", kind="real", low=0, low_open=True)
         check_param(self, "max_fun", kind="int", low=1)
         hidden_layers(self)
+        if self.checkpoint_path is not None and not isinstance(self.checkpoint_path,
+                                                               (str, os.PathLike)):
+            raise TypeError(f"checkpoint_path must be None or a file path, got "
+                            f"{self.checkpoint_path!r}.")
         if not (self.verbose is None or _is_real(self.verbose) or isinstance(self.verbose, bool)):
             raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}.")
         if not (self.random_state is None or _is_int(self.random_state)
@@ -215,9 +220,22 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
             weight = None if weight is None else weight[train]
             validation = lambda: self._score(X_val, y_val, sw_val)  # noqa: E731
         data = TrainingData(X, Y, weight, device, dtype)
+        checkpoint = None
+        if self.checkpoint_path is not None:
+            checkpoint = _engine.Checkpoint(self.checkpoint_path, self._fingerprint(X, Y, weight))
         _engine.fit_stochastic(self, self.module_, loss, data, validation=validation,
-                               incremental=incremental, generator=generator)
+                               incremental=incremental, generator=generator,
+                               checkpoint=checkpoint)
         return self
+
+    def _fingerprint(self, X, Y, weight):
+        """What a checkpoint must match to be resumed: estimator, parameters and data."""
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("checkpoint_path", "verbose", "device")}
+        head = X[:256].toarray() if sp.issparse(X) else X[:256]
+        return (type(self).__name__, repr(sorted(params.items())), X.shape, Y.shape,
+                float(np.sum(head, dtype=np.float64)), float(np.sum(Y[:256], dtype=np.float64)),
+                None if weight is None else float(np.sum(weight)))
 
     def _check_fit_input(self, X, y, reset):
         """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""

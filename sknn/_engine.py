@@ -13,6 +13,7 @@ biases or normalisation scales, and is divided by the batch's total sample weigh
 scikit-learn.
 """
 
+import os
 import time
 import warnings
 
@@ -61,7 +62,47 @@ def resolve_batch_size(batch_size, n_samples, auto=200):
     return int(np.clip(batch_size, 1, n_samples))
 
 
-def fit_stochastic(est, module, loss, data, *, validation=None, incremental=False, generator=None):
+_HISTORY = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
+            "best_validation_score_", "_no_improvement_count")
+
+
+class Checkpoint:
+    """The whole training state, written to ``path`` after every epoch (atomically: a crash
+    while writing leaves the previous one), so that a fit that crashed resumes where it was and
+    ends with the same model as an uninterrupted one. ``fingerprint`` identifies the estimator's
+    parameters and data: a checkpoint of another fit is refused."""
+
+    def __init__(self, path, fingerprint):
+        self.path, self.fingerprint = os.fspath(path), fingerprint
+
+    def save(self, est, module, best_state, sample_idx, generator):
+        state = {
+            "fingerprint": self.fingerprint, "module": module.state_dict(),
+            "optimizer": est._optimizer, "history": {k: getattr(est, k) for k in _HISTORY},
+            "rng": est._random_state.get_state(), "sample_idx": sample_idx,
+            "generator": None if generator is None else generator.get_state(),
+            "best_state": best_state,
+        }
+        tmp = self.path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self):
+        if not os.path.exists(self.path):
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"The checkpoint {self.path!r} was written by a fit with other "
+                             "parameters or data: delete it, or choose another checkpoint_path.")
+        return state
+
+    def remove(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def fit_stochastic(est, module, loss, data, *, validation=None, incremental=False, generator=None,
+                   checkpoint=None):
     """Minibatch training of ``module`` on ``data`` with ``est``'s solver and stopping rules.
 
     Reads the estimator's hyper-parameters and writes its fitted history: ``n_iter_``, ``t_``,
@@ -88,9 +129,21 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
         best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     est.n_iter_ = 0
+    resumed = checkpoint.load() if checkpoint is not None and not incremental else None
+    if resumed is not None:
+        module.load_state_dict(resumed["module"])
+        est._optimizer = optimizer = resumed["optimizer"].to(data.device)
+        for k, v in resumed["history"].items():
+            setattr(est, k, v)
+        est._random_state.set_state(resumed["rng"])
+        sample_idx, best_state = resumed["sample_idx"], resumed["best_state"]
+        if generator is not None:
+            generator.set_state(resumed["generator"])
+        if best_state is not None:
+            best_state = {k: v.to(data.device) for k, v in best_state.items()}
     module.train()
     try:
-        for _ in range(est.max_iter):
+        for _ in range(est.max_iter - est.n_iter_):
             tic = time.perf_counter()
             if est.shuffle:
                 sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)
@@ -164,6 +217,8 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                     break
                 est._no_improvement_count = 0
 
+            if checkpoint is not None and not incremental:
+                checkpoint.save(est, module, best_state, sample_idx, generator)
             if incremental:
                 break
             if est.n_iter_ == est.max_iter:
@@ -172,11 +227,14 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                     "optimization hasn't converged yet.", ConvergenceWarning)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
+        checkpoint = None  # keep it: a later fit can resume from it
     finally:
         module.eval()
 
     if best_state is not None:
         module.load_state_dict(best_state)
+    if checkpoint is not None:
+        checkpoint.remove()  # the fit completed: nothing to resume
 
 
 def fit_lbfgs(est, module, loss, data):

@@ -76,6 +76,9 @@ epsilon, max_fun
         Weights of the classes in the loss, multiplied with ``sample_weight``.
     device : str, default='auto'
         'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.
+    checkpoint_path : str or None, default=None
+        Write the training state there after every epoch, to resume a crashed fit (see
+        :class:`sknn.MLPClassifier`).
 
     Attributes
     ----------
@@ -96,7 +99,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=20, max_fun=15000,
-                 class_weight=None, device="auto"):
+                 class_weight=None, device="auto", checkpoint_path=None):
         self.conv_layers = conv_layers
         self.kernel_size = kernel_size
         self.pooling = pooling
@@ -104,6 +107,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.checkpoint_path = checkpoint_path
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
         self.image_shape = image_shape
@@ -131,6 +135,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         self.max_fun = max_fun
         self.class_weight = class_weight
         self.device = device
+        self.checkpoint_path = checkpoint_path
 
     def _check_params(self):
         super()._check_params()

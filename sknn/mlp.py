@@ -92,7 +92,14 @@ _PARAMETERS = """
         Probability of zeroing each hidden unit during training (inverted dropout), in [0, 1).
 
     batch_norm : bool, default=False
-        Batch normalisation after each hidden linear layer.
+        Batch normalisation after each hidden linear layer; its batch statistics are weighted
+        by ``sample_weight``.
+
+    checkpoint_path : str or None, default=None
+        Stochastic solvers: write the whole training state to this file after every epoch, so
+        that a fit that crashed resumes from it when fit again with the same parameters and
+        data, and ends with the same model as an uninterrupted fit. The file is removed when
+        the fit completes (and kept when it is interrupted with Ctrl-C).
 """
 
 _ATTRIBUTES = """
@@ -192,7 +199,7 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, device="auto", dropout=0.0, batch_norm=False):
+                 class_weight=None, device="auto", dropout=0.0, batch_norm=False, checkpoint_path=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -218,8 +225,10 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin,
         self.max_fun = max_fun
         self.class_weight = class_weight
         self.device = device
+        self.checkpoint_path = checkpoint_path
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.checkpoint_path = checkpoint_path
 
     def _check_params(self):
         super()._check_params()
@@ -266,7 +275,7 @@ class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwor
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 device="auto", dropout=0.0, batch_norm=False):
+                 device="auto", dropout=0.0, batch_norm=False, checkpoint_path=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -294,6 +303,7 @@ class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwor
         self.device = device
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.checkpoint_path = checkpoint_path
 
     def _check_params(self):
         super()._check_params()

@@ -449,3 +449,57 @@ def test_parallel_grid_search_workers_use_one_thread_each():
     import joblib
     threads = joblib.Parallel(n_jobs=2)(joblib.delayed(torch.get_num_threads)() for _ in range(2))
     assert threads == [max(1, joblib.cpu_count() // 2)] * 2
+
+
+@pytest.mark.parametrize("params", [dict(), dict(early_stopping=True, dropout=0.2)])
+def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, monkeypatch, params):
+    X, _, y, _ = digits
+    path = tmp_path / "fit.ckpt"
+    kw = dict(max_iter=8, tol=0, random_state=0, checkpoint_path=str(path), **params)
+    reference = MLPClassifier(**kw).fit(X, y)
+    assert not path.exists()  # removed once the fit completed
+
+    from sknn import _optim
+    step, calls = _optim.Adam.step, {"n": 0}
+
+    def crash(self, params_, grads):
+        calls["n"] += 1
+        if calls["n"] == 5 * 7 + 3:  # in epoch 6 (7 batches an epoch)
+            raise RuntimeError("the machine went down")
+        step(self, params_, grads)
+
+    monkeypatch.setattr(_optim.Adam, "step", crash)
+    with pytest.raises(RuntimeError, match="went down"):
+        MLPClassifier(**kw).fit(X, y)
+    assert path.exists()
+    monkeypatch.setattr(_optim.Adam, "step", step)
+    resumed = MLPClassifier(**kw).fit(X, y)
+    assert resumed.n_iter_ == reference.n_iter_
+    np.testing.assert_array_equal(resumed.loss_curve_, reference.loss_curve_)
+    for a, b in zip(resumed.coefs_, reference.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch):
+    X, _, y, _ = digits
+    path = tmp_path / "fit.ckpt"
+    from sknn import _optim
+    step, calls = _optim.Adam.step, {"n": 0}
+
+    def interrupt(self, params_, grads):
+        calls["n"] += 1
+        if calls["n"] == 10:  # in the second epoch: the first one is saved
+            raise KeyboardInterrupt
+        step(self, params_, grads)
+
+    monkeypatch.setattr(_optim.Adam, "step", interrupt)
+    with pytest.warns(UserWarning, match="interrupted"):
+        MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X, y)
+    assert path.exists()  # kept after Ctrl-C, to resume later
+    monkeypatch.setattr(_optim.Adam, "step", step)
+    with pytest.raises(ValueError, match="other parameters or data"):
+        MLPClassifier(max_iter=3, checkpoint_path=str(path), alpha=0.5).fit(X, y)
+    with pytest.raises(ValueError, match="other parameters or data"):
+        MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X[:500], y[:500])
+    MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X, y)  # resumes and completes
+    assert not path.exists()
