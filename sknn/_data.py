@@ -57,30 +57,64 @@ def sparse_rows(X, rows, device, dtype):
     return to_tensor(X[rows].toarray(), device, dtype)
 
 
-class TrainingData:
-    """In-memory training set: dense X as one tensor on the device (sparse X stays on the host,
-    in CSR form, and is densified one minibatch at a time), targets and optional weights."""
+def _fits_on_device(nbytes, device, share=0.5):
+    """Whether ``nbytes`` of training data may live on ``device``: on a GPU, at most ``share``
+    of its free memory (the rest is for the model and its activations)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
 
-    def __init__(self, X, Y, sample_weight, device, dtype):
+
+class TrainingData:
+    """The training set and its minibatches.
+
+    Dense data lives on the device as one tensor, when it fits there (on a GPU: half its free
+    memory); otherwise it stays on the host (a numpy memmap is not loaded, its pages are shared)
+    and each minibatch is gathered there and copied over from pinned memory. Sparse X stays on
+    the host in CSR form and is densified one minibatch at a time.
+    """
+
+    def __init__(self, X, Y, sample_weight, device, dtype, stream=None):
         self.n_samples = X.shape[0]
         self.sparse = sp.issparse(X)
         self.device, self.dtype = device, dtype
-        self.X = sp.csr_matrix(X) if self.sparse else to_tensor(X, device, dtype)
-        self.Y = to_tensor(Y, device, dtype if Y.dtype.kind == "f" else None)
+        if stream is None:
+            nbytes = 0 if self.sparse else X.shape[0] * int(np.prod(X.shape[1:])) * (
+                torch.finfo(dtype).bits // 8)
+            stream = not _fits_on_device(nbytes + Y.nbytes, device)
+        self.stream = stream or self.sparse
+        home = torch.device("cpu") if self.stream else device
+        self.X = sp.csr_matrix(X) if self.sparse else to_tensor(X, home, dtype)
+        self.Y = to_tensor(Y, home, dtype if Y.dtype.kind == "f" else None)
         self.sample_weight = sample_weight
-        self.W = None if sample_weight is None else to_tensor(sample_weight, device, dtype)
+        self.W = None if sample_weight is None else to_tensor(sample_weight, home, dtype)
+
+    def _to_device(self, t):
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     def batch(self, rows, rows_np=None):
-        """Minibatch for ``rows`` (a slice, or an index tensor on the device with its numpy twin)."""
-        if self.sparse:
-            xb = sparse_rows(self.X, rows if rows_np is None else rows_np, self.device, self.dtype)
-        else:
-            xb = self.X[rows] if isinstance(rows, slice) else self.X.index_select(0, rows)
+        """Minibatch of ``rows``: a slice, or an index tensor on the device and its numpy twin."""
+        if self.stream:
+            if not isinstance(rows, slice):
+                rows = torch.from_numpy(np.asarray(rows_np))
+            if self.sparse:
+                xb = sparse_rows(self.X, rows if isinstance(rows, slice) else rows.numpy(),
+                                 self.device, self.dtype)
+            else:
+                xb = self._to_device(self.X[rows] if isinstance(rows, slice)
+                                     else self.X.index_select(0, rows))
+            yb = self._to_device(self.Y[rows] if isinstance(rows, slice)
+                                 else self.Y.index_select(0, rows))
+            wb = None if self.W is None else self._to_device(
+                self.W[rows] if isinstance(rows, slice) else self.W.index_select(0, rows))
+            return xb, yb, wb
         if isinstance(rows, slice):
-            wb = None if self.W is None else self.W[rows]
-            return xb, self.Y[rows], wb
+            return self.X[rows], self.Y[rows], None if self.W is None else self.W[rows]
         wb = None if self.W is None else self.W.index_select(0, rows)
-        return xb, self.Y.index_select(0, rows), wb
+        return self.X.index_select(0, rows), self.Y.index_select(0, rows), wb
 
     def batch_weight_sums(self, order, starts, stops):
         """Per-batch sum of sample weights (the batch size when unweighted), as Python floats."""
@@ -91,8 +125,7 @@ class TrainingData:
 
     def all(self):
         """The whole set as one batch (for full-batch solvers)."""
-        xb = sparse_rows(self.X, slice(None), self.device, self.dtype) if self.sparse else self.X
-        return xb, self.Y, self.W
+        return self.batch(slice(None))
 
 
 # --- images ------------------------------------------------------------------------------------
