@@ -108,3 +108,25 @@ def test_convnet_properties(data, batch_norm, shape):
                             batch_norm=batch_norm, random_state=0, device="cpu")
     if _fit_or_documented_error(est, X, y, sw):
         _check_outputs(est, X)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 5), h=st.integers(1, 12), w=st.integers(1, 12),
+       channels=st.sampled_from([None, 1, 2, 3, 4, 5]),
+       dtype=st.sampled_from([np.uint8, np.float32, np.float64]), seed=st.integers(0, 99))
+def test_feature_extractor_properties(n, h, w, channels, dtype, seed):
+    pytest.importorskip("timm")
+    from sknn import PretrainedFeatureExtractor
+    rng = np.random.RandomState(seed)
+    shape = (n, h, w) if channels is None else (n, h, w, channels)
+    X = rng.randint(0, 256, shape).astype(dtype)
+    if dtype != np.uint8:
+        X /= 255
+    est = PretrainedFeatureExtractor(input_size=32, device="cpu",
+                                     data_format="channels_last")
+    try:
+        out = est.fit_transform(X)
+    except (ValueError, TypeError) as e:
+        assert channels in (2, 5) and "channels" in str(e)
+        return
+    assert out.shape == (n, 1280) and np.isfinite(out).all()
