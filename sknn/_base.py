@@ -171,6 +171,7 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
             if sample_weight.sum() <= 0:
                 raise ValueError("sample_weight must have a positive sum.")
         Y, loss, n_outputs = self._encode_targets(y, first_pass, incremental)
+        self._loss = loss  # its link turns the network's output into predictions
         weight = self._training_weights(y, sample_weight, incremental)
 
         device = resolve_device(self.device)
@@ -316,7 +317,8 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
 
     def _output(self, X, check_input=True):
         """Network outputs after the output activation (probabilities, predictions)."""
-        return self._forward(X, link=self._link, check_input=check_input)
+        check_is_fitted(self)
+        return self._forward(X, link=self._loss.link, check_input=check_input)
 
     def transform(self, X):
         """Activations of the last hidden layer: the features the network has learned.
@@ -402,9 +404,6 @@ class NeuralNetClassifierMixin:
         cw = self.class_weight
         if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
-
-    def _link(self, z):
-        return torch.softmax(z, 1) if self.out_activation_ == "softmax" else torch.sigmoid(z)
 
     def _predict(self, X, check_input=True):
         proba = self._output(X, check_input=check_input)

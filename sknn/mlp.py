@@ -319,9 +319,6 @@ class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwor
         self.out_activation_ = "identity"
         return Y, SquaredError(Y.shape[1]), Y.shape[1]
 
-    def _link(self, z):
-        return torch.exp(z) if self.out_activation_ == "exp" else z
-
     def predict(self, X):
         """Predict using the trained network.
 
