@@ -1,7 +1,8 @@
 """The same grid search on a dask.distributed cluster (joblib's dask backend) as with n_jobs=1.
 
 A LocalCluster with 2 worker processes of 1 thread each stands in for a cluster of machines;
-the search must find the same best parameters and score as the single-process run.
+the search must find the same best parameters and score as the single-process run. Where Ray
+is installed, the search also runs on Ray's joblib backend (a local Ray with 2 CPUs).
 
     python benchmarks/bench_distributed.py [--json PATH]
 """
@@ -52,6 +53,24 @@ def main(argv=None):
     print(f"dask, 2 processes:  best {dask.best_params_} score {dask.best_score_:.4f} "
           f"in {dask_s:.1f} s")
     print("same best parameters and score:", same)
+    ray_result = None
+    try:
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError:
+        print("Ray is not installed: its backend was not run")
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        register_ray()
+        with joblib.parallel_backend("ray"):
+            on_ray, ray_s = grid_search(X, y, n_jobs=-1)
+        ray.shutdown()
+        ray_result = {"best_params": str(on_ray.best_params_),
+                      "best_score": float(on_ray.best_score_), "seconds": ray_s,
+                      "same": bool(on_ray.best_params_ == local.best_params_
+                                   and on_ray.best_score_ == local.best_score_)}
+        print(f"ray, 2 CPUs:        best {on_ray.best_params_} score {on_ray.best_score_:.4f} "
+              f"in {ray_s:.1f} s; same as n_jobs=1: {ray_result['same']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "distributed_grid_search", "date": time.strftime("%Y-%m-%d"),
@@ -59,7 +78,7 @@ def main(argv=None):
                                  "best_score": float(local.best_score_), "seconds": local_s},
                        "dask": {"best_params": str(dask.best_params_),
                                 "best_score": float(dask.best_score_), "seconds": dask_s},
-                       "same": same}, f, indent=2)
+                       "same": same, "ray": ray_result}, f, indent=2)
     return same
 
 
