@@ -109,7 +109,9 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
     ``best_validation_score_``; keeps the solver state in ``est._optimizer`` for ``partial_fit``
     and ``warm_start``. ``validation`` is a callable returning the current validation score
-    (early stopping), or None.
+    (early stopping), or None; ``generator`` feeds the module's training-time randomness;
+    ``checkpoint`` (a :class:`Checkpoint`, or None) saves the state after every epoch and
+    resumes from a saved one.
     """
     params = [p for p in module.parameters() if p.requires_grad]
     decayed = _penalised(params)
