@@ -1,8 +1,9 @@
 """Run every benchmark: ``python -m benchmarks [--quick] [--only mlp convnet ...] [--out DIR]``.
 
 Each benchmark prints its table and writes its results (JSON, with machine, versions and date)
-to ``DIR/bench_<name>.json`` (default: benchmarks/results). ``--quick`` runs each with small
-settings (one round, one fold, fewer rows) to check that everything runs.
+to ``DIR/bench_<name>.json`` (default: benchmarks/results); the last one draws the PNG plots
+from them. ``--quick`` runs each with small settings (one round, one fold, fewer rows) to check
+that everything runs.
 """
 
 import argparse
@@ -15,10 +16,12 @@ import time
 BENCHMARKS = {
     "mlp": ("bench_mlp", ["--rounds", "7"], ["--rounds", "1"]),
     "convnet": ("bench_convnet", ["--seeds", "5"], ["--folds", "1"]),
-    "transfer": ("bench_transfer", ["--rounds", "7"], ["--rounds", "1", "--skip-accuracy"]),
+    "transfer": ("bench_transfer", ["--rounds", "15"], ["--rounds", "1", "--skip-accuracy"]),
     "parallel": ("bench_parallel", ["--rounds", "5"], ["--rounds", "1"]),
     "memmap": ("bench_memmap", [], ["--rows", "100000"]),
     "distributed": ("bench_distributed", [], []),
+    "baselines": ("bench_baselines", [], ["--quick"]),
+    "plots": ("bench_plots", ["--results", "{out}"], ["--results", "{out}"]),  # keep it last
 }
 
 
@@ -36,8 +39,9 @@ def main(argv=None):
         print(f"\n=== {name} ({module}) ===", flush=True)
         tic = time.perf_counter()
         try:
+            settings = [a.format(out=args.out) for a in (quick if args.quick else full)]
             importlib.import_module(module).main(
-                (quick if args.quick else full) + ["--json", os.path.join(args.out, f"{module}.json")])
+                settings + ["--json", os.path.join(args.out, f"{module}.json")])
         except ImportError as e:  # an optional dependency (skorch, dask, timm) is missing
             print(f"skipped: {e}")
         except Exception as e:  # keep going: report every failure at the end

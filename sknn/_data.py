@@ -151,7 +151,7 @@ def channels_axis(shape, data_format, what="X"):
         "data_format='channels_last' (height, width, channels) or 'channels_first'.")
 
 
-def to_images(X, image_shape=None, data_format="auto"):
+def to_images(X, image_shape=None, data_format="auto", convert=True):
     """An array of images in any accepted layout -> ``(n, channels, height, width)``.
 
     - ``(n, H, W)``: grayscale; ``(n, H, W, C)`` or ``(n, C, H, W)``: see :func:`channels_axis`;
@@ -159,7 +159,9 @@ def to_images(X, image_shape=None, data_format="auto"):
       with ``data_format`` — or, when it is None, to a square grayscale image when d is a perfect
       square (64 -> 8x8) and to a 1 x d strip otherwise.
 
-    uint8 values are scaled to [0, 1] in float32; float arrays keep their precision.
+    uint8 values are scaled to [0, 1] in float32; float arrays keep their precision. With
+    ``convert=False`` the result is a view of X in its own dtype (channels last stay a
+    transposed view), for callers that convert each batch themselves.
     """
     n = X.shape[0]
     if X.ndim == 2:
@@ -184,6 +186,8 @@ def to_images(X, image_shape=None, data_format="auto"):
             X = X.transpose(0, 3, 1, 2)
     else:
         raise ValueError(f"Expected images as a 2-, 3- or 4-D array, got {X.ndim} dimensions.")
+    if not convert:
+        return X
     if X.dtype == np.uint8:
         return np.ascontiguousarray(X, dtype=np.float32) / np.float32(255)
     return np.ascontiguousarray(X)

@@ -276,11 +276,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
     # --- input ------------------------------------------------------------------------------
 
     def _validate_images(self, X, reset=False):
-        """X -> float32 array ``(n, 3, H, W)`` (or a list of such single images when read from
-        files / PIL images of different sizes)."""
+        """X -> ``(n, C, H, W)`` images in X's own dtype, C in {1, 3, 4}, as a view where
+        possible (a list of single images when read from files or PIL images). The conversion
+        to normalised float32 happens per batch, in :meth:`_prepare`."""
         if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (list, tuple, np.ndarray,
                                                                       float, int, np.number)):
-            return [self._rgb(to_images(img[None], None, "channels_last"))
+            return [self._check_channels(to_images(img[None], None, "channels_last", False))
                     for img in _read_images(X)]
         ndim = getattr(X, "ndim", None) or np.asarray(X).ndim
         if ndim <= 2:
@@ -292,32 +293,34 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         if X.dtype != np.uint8 and X.size and (X.min() < -0.01 or X.max() > 1.01):
             warnings.warn("Float pixel values outside [0, 1]: the pretrained weights expect "
                           "RGB in [0, 1] (pass uint8 images, or divide by 255).")
-        return self._rgb(to_images(X, self.image_shape, self.data_format))
+        return self._check_channels(to_images(X, self.image_shape, self.data_format, False))
 
     @staticmethod
-    def _rgb(images):
+    def _check_channels(images):
         c = images.shape[1]
-        if c == 1:
-            images = np.repeat(images, 3, axis=1)
-        elif c == 4:
-            images = images[:, :3]
-        elif c != 3:
+        if c not in (1, 3, 4):
             raise ValueError(f"X has images with {c} channels: expected 1 (gray), 3 (RGB) or 4 "
                              "(RGBA).")
-        return np.ascontiguousarray(images, dtype=np.float32)
+        return images
 
     # --- features ---------------------------------------------------------------------------
 
     def _prepare(self, batch):
-        x = torch.from_numpy(batch).to(self.device_)
+        """A batch of images -> the model's input: RGB (gray repeated, alpha dropped), float32,
+        channels-last, resized, normalised: a conversion copy and one arithmetic pass."""
+        x = torch.from_numpy(np.asarray(batch)).to(self.device_)
+        x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = x.to(torch.float32, memory_format=torch.channels_last)
+        scale = 1 / 255 if batch.dtype == np.uint8 else 1.0
         size = self.config_["input_size"]
         if size is not None and tuple(x.shape[2:]) != tuple(size):
             mode = "bicubic" if self.config_["interpolation"] == "bicubic" else "bilinear"
             x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
-        if self.config_["mean"] is not None:
-            mean = torch.tensor(self.config_["mean"], device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(self.config_["std"], device=x.device).view(1, 3, 1, 1)
-            x = (x - mean) / std
+            x = x.contiguous(memory_format=torch.channels_last)
+        mean = torch.tensor(self.config_["mean"] or (0.0,) * 3, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config_["std"] or (1.0,) * 3, device=x.device).view(1, 3, 1, 1)
+        # One out-of-place pass (x may share the caller's memory): x * scale / std - mean / std.
+        x = torch.addcmul(-mean / std, x, scale / std)
         return x.contiguous(memory_format=torch.channels_last)
 
     def _forward_batch(self, x):

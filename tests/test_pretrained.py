@@ -49,7 +49,10 @@ def test_default_weights_classify_bundled_photos(extractor, photos):
 def test_layouts_and_dtypes_give_the_same_features(extractor, photos):
     ref = extractor.transform(photos)
     np.testing.assert_allclose(extractor.transform(photos.transpose(0, 3, 1, 2)), ref, atol=1e-5)
-    np.testing.assert_allclose(extractor.transform(photos / 255.0), ref, atol=1e-4)
+    as_float = (photos / 255.0).astype(np.float32)
+    kept = as_float.copy()
+    np.testing.assert_allclose(extractor.transform(as_float), ref, atol=1e-4)
+    np.testing.assert_array_equal(as_float, kept)  # the input is left as it was
     rgba = np.concatenate([photos, np.full(photos.shape[:3] + (1,), 255, np.uint8)], axis=3)
     np.testing.assert_allclose(extractor.transform(rgba), ref, atol=1e-5)
     gray = photos.mean(axis=3).astype(np.uint8)
