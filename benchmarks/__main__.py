@@ -21,6 +21,7 @@ BENCHMARKS = {
     "memmap": ("bench_memmap", [], ["--rows", "100000"]),
     "distributed": ("bench_distributed", [], []),
     "baselines": ("bench_baselines", [], ["--quick"]),
+    "scaling": ("bench_scaling", [], ["--quick"]),
     "plots": ("bench_plots", ["--results", "{out}"], ["--results", "{out}"]),  # keep it last
 }
 

@@ -3,6 +3,7 @@
 - baselines.png: score vs fit time per data set (bench_baselines.json);
 - convnet_digits.png: accuracy vs fit time on digits (bench_convnet.json);
 - mlp_speed.png: ms per epoch of sknn, scikit-learn and skorch (bench_mlp.json);
+- scaling.png: fit time and peak memory against n_samples (bench_scaling.json);
 - mlp_loss_curves.png: sknn's and scikit-learn's loss curves on digits from the same
   random_state (computed here: they lie on top of each other).
 
@@ -79,6 +80,27 @@ def plot_mlp_speed(plt, data, out):
     fig.savefig(out, dpi=100)
 
 
+def plot_scaling(plt, data, out):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for model in dict.fromkeys(r["model"] for r in data["results"]):
+        rows = [r for r in data["results"] if r["model"] == model]
+        n = [r["n_samples"] for r in rows]
+        ax_t.plot(n, [r["fit_seconds"] for r in rows], "o-", label=model)
+        ax_m.plot(n, [r["peak_mb_above_imports"] for r in rows], "o-", label=model)
+    rows = [r for r in data["results"] if r["model"] == "sknn MLPClassifier"]
+    ax_m.plot([r["n_samples"] for r in rows], [2 * r["data_mb"] + 300 for r in rows], "k:",
+              label="sknn's budget: 2x data + 300 MB")
+    for ax, label in ((ax_t, "fit time (s)"), (ax_m, "peak memory above imports (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("n_samples (20 features, float32)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"scaling (SVC stops once a fit passes {data['time_cap_seconds']:.0f} s)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def plot_loss_curves(plt, out):
     from sklearn.datasets import load_digits
     from sklearn.exceptions import ConvergenceWarning
@@ -118,7 +140,8 @@ def main(argv=None):
     for name, source, draw in (
             ("baselines.png", "bench_baselines.json", plot_baselines),
             ("convnet_digits.png", "bench_convnet.json", plot_convnet),
-            ("mlp_speed.png", "bench_mlp.json", plot_mlp_speed)):
+            ("mlp_speed.png", "bench_mlp.json", plot_mlp_speed),
+            ("scaling.png", "bench_scaling.json", plot_scaling)):
         data = _load(args.results, source)
         if data is not None:
             draw(plt, data, os.path.join(args.results, name))
