@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 import sknn
+from _meta import metadata
 
 C_GRID = {"model__C": [0.01, 0.1, 1.0, 10.0]}
 CLASSIFIERS = {
@@ -114,7 +115,7 @@ def main(argv=None):
               f"| {r['fit_seconds']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "baselines", "machine": platform.platform(),
+            json.dump({**metadata(), "benchmark": "baselines", "machine": platform.platform(),
                        "versions": {"sknn": sknn.__version__,
                                     "scikit-learn": sklearn.__version__},
                        "date": time.strftime("%Y-%m-%d"), "quick": args.quick,

@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import sknn
+from _meta import metadata
 
 MODELS = {
     "ConvNetClassifier (defaults)": lambda: sknn.ConvNetClassifier(random_state=0, device="cpu"),
@@ -40,10 +41,31 @@ MODELS = {
 }
 
 
+def openml_run(name):
+    from datasets import DatasetUnavailable, load_openml_images
+    try:
+        images, labels = load_openml_images(name)
+    except DatasetUnavailable as e:
+        print(f"\n{e}")
+        return {"data": name, "available": False}
+    rng = np.random.RandomState(0)
+    pick = rng.choice(len(images), size=min(10_000, len(images)), replace=False)
+    images, labels = images[pick], labels[pick]
+    accs = []
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=0).split(images, labels):
+        clf = sknn.ConvNetClassifier(random_state=0, max_iter=20).fit(images[train], labels[train])
+        accs.append(float(clf.score(images[test], labels[test])))
+    print(f"\n{name}: ConvNetClassifier(max_iter=20) 3-fold accuracy {np.mean(accs):.4f}")
+    return {"data": name, "available": True, "accuracy": accs}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--folds", type=int, default=5, help="run only the first k folds")
+    parser.add_argument("--openml", choices=["mnist", "fashion-mnist", "cifar-10"],
+                        help="also run the ConvNet on this OpenML image set (a 10,000-image "
+                             "sample, 3-fold CV) when it is cached or downloadable")
     parser.add_argument("--seeds", type=int, default=1,
                         help="also fit the ConvNet with random_state 1 .. seeds-1")
     args = parser.parse_args(argv)
@@ -82,12 +104,14 @@ def main(argv=None):
     for name, r in results.items():
         print(f"| {name} | {np.mean(r['accuracy']):.4f} ± {np.std(r['accuracy']):.4f} | "
               f"{statistics.median(r['fit_seconds']):.2f} |")
+    if args.openml:
+        results["openml"] = openml_run(args.openml)
     if args.seeds > 1:
         print(f"\nConvNetClassifier mean CV accuracy over random_state 0..{args.seeds - 1}: "
               f"{np.mean(seed_means):.4f} (min {min(seed_means):.4f}, max {max(seed_means):.4f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "convnet_digits", "convnet_accuracy_by_seed": seed_means, "machine": platform.platform(),
+            json.dump({**metadata(), "benchmark": "convnet_digits", "convnet_accuracy_by_seed": seed_means, "machine": platform.platform(),
                        "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                                     "scikit-learn": sklearn.__version__},
                        "date": time.strftime("%Y-%m-%d"), "folds": len(folds),

@@ -20,6 +20,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
 from sknn import MLPClassifier
+from _meta import metadata
 
 GRID = {"hidden_layer_sizes": [(32,), (64,)], "learning_rate_init": [1e-3, 1e-2]}
 
@@ -73,7 +74,7 @@ def main(argv=None):
               f"in {ray_s:.1f} s; same as n_jobs=1: {ray_result['same']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "distributed_grid_search", "date": time.strftime("%Y-%m-%d"),
+            json.dump({**metadata(), "benchmark": "distributed_grid_search", "date": time.strftime("%Y-%m-%d"),
                        "local": {"best_params": str(local.best_params_),
                                  "best_score": float(local.best_score_), "seconds": local_s},
                        "dask": {"best_params": str(dask.best_params_),

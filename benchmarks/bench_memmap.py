@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from _meta import metadata
+
 CHILD = r"""
 import sys, time, warnings
 import numpy as np
@@ -72,7 +74,7 @@ def main(argv=None):
     print(f"fit: 2 epochs in {seconds:.1f} s; training accuracy on 20,000 rows {acc:.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "memmap", "date": time.strftime("%Y-%m-%d"),
+            json.dump({**metadata(), "benchmark": "memmap", "date": time.strftime("%Y-%m-%d"),
                        "rows": args.rows, "data_mb": data_mb, "rss_after_imports_mb": base,
                        "peak_rss_mb": peak, "fit_seconds": seconds, "accuracy": acc}, f, indent=2)
 

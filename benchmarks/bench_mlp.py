@@ -25,6 +25,7 @@ from sklearn.neural_network import MLPClassifier as SkMLP
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import sknn
+from _meta import metadata
 
 HIDDEN, EPOCHS, BATCH, LR, THREADS = (256, 128), 10, 200, 1e-3, 2
 
@@ -126,7 +127,7 @@ def main(argv=None):
         print(f"| {name} | {med[name]:.1f} | {ratios[name]:.2f} | {acc[name]:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "mlp_speed", "device": args.device, "rounds": args.rounds,
+            json.dump({**metadata(), "benchmark": "mlp_speed", "device": args.device, "rounds": args.rounds,
                        "machine": platform.platform(), "processor": platform.processor(),
                        "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                                     "scikit-learn": sklearn.__version__},

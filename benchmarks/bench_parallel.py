@@ -22,6 +22,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 
 from sknn import MLPClassifier
+from _meta import metadata
 
 GRID = {"hidden_layer_sizes": [(64,), (128,), (128, 64), (256,)],
         "learning_rate_init": [1e-3, 3e-3]}
@@ -64,7 +65,7 @@ def main(argv=None):
           f"medians {statistics.median(times[1]):.2f} s vs {statistics.median(times[2]):.2f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "parallel_grid_search", "date": time.strftime("%Y-%m-%d"),
+            json.dump({**metadata(), "benchmark": "parallel_grid_search", "date": time.strftime("%Y-%m-%d"),
                        "worker_threads": threads, "seconds": times, "ratio": ratio}, f, indent=2)
     return ratio
 

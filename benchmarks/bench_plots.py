@@ -16,6 +16,7 @@ import os
 import warnings
 
 import numpy as np
+from _meta import metadata
 
 
 def _load(results, name):
@@ -153,7 +154,7 @@ def main(argv=None):
     if args.json:
         import time
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "plots", "date": time.strftime("%Y-%m-%d"),
+            json.dump({**metadata(), "benchmark": "plots", "date": time.strftime("%Y-%m-%d"),
                        "plots": written}, f, indent=2)
 
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from _meta import metadata
+
 CHILD = r"""
 import sys, time, warnings
 import numpy as np
@@ -100,7 +102,7 @@ def main(argv=None):
     print(f"\nsknn within its memory budget (peak <= 2x data + model + 300 MB): {ok}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "scaling", "date": time.strftime("%Y-%m-%d"),
+            json.dump({**metadata(), "benchmark": "scaling", "date": time.strftime("%Y-%m-%d"),
                        "time_cap_seconds": args.cap, "results": rows,
                        "sknn_within_memory_budget": ok}, f, indent=2)
     return rows

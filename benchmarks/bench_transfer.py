@@ -30,6 +30,7 @@ from sklearn.svm import SVC
 
 import sknn
 from sknn import PretrainedFeatureExtractor
+from _meta import metadata
 
 CLASSIFIERS = {
     "LogisticRegression": lambda: make_pipeline(StandardScaler(),
@@ -116,7 +117,7 @@ def main(argv=None):
     print(f"wrapper overhead: transform takes {overhead:.3f}x the bare forward's time")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "transfer", "machine": platform.platform(),
+            json.dump({**metadata(), "benchmark": "transfer", "machine": platform.platform(),
                        "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                                     "scikit-learn": sklearn.__version__},
                        "date": time.strftime("%Y-%m-%d"), "accuracy": rows,

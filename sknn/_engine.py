@@ -14,6 +14,7 @@ scikit-learn.
 """
 
 import os
+import sys
 import time
 import warnings
 
@@ -43,6 +44,35 @@ def objective_and_grads(module, loss, xb, yb, wb, scale, alpha, params, generato
             torch._foreach_add_([g for g, _ in decayed], [p for _, p in decayed],
                                 alpha=alpha * scale)
     return objective.detach(), grads
+
+
+class Progress:
+    """``verbose`` output: scikit-learn's per-epoch lines on stdout, plus, where tqdm is
+    installed, a progress bar over the epochs showing loss, validation score and epoch time."""
+
+    def __init__(self, est, total):
+        self.bar = None
+        if est.verbose:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc=type(est).__name__, unit="epoch", leave=False)
+
+    def line(self, text):
+        if self.bar is None:
+            print(text)
+        else:
+            self.bar.write(text, file=sys.stdout)
+
+    def epoch(self, **values):
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _diverged(est, where):
@@ -144,6 +174,7 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
         if best_state is not None:
             best_state = {k: v.to(data.device) for k, v in best_state.items()}
     module.train()
+    progress = Progress(est, est.max_iter - est.n_iter_)
     try:
         for _ in range(est.max_iter - est.n_iter_):
             tic = time.perf_counter()
@@ -183,9 +214,10 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
             est.n_iter_ += 1
             est.t_ += n
             est.loss_curve_.append(est.loss_)
+            seconds = time.perf_counter() - tic
             if est.verbose:
-                print("Iteration %d, loss = %.8f, time = %.3fs"
-                      % (est.n_iter_, est.loss_, time.perf_counter() - tic))
+                progress.line("Iteration %d, loss = %.8f, time = %.3fs"
+                              % (est.n_iter_, est.loss_, seconds))
 
             if validation is not None:
                 module.eval()
@@ -193,7 +225,7 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                 module.train()
                 est.validation_scores_.append(score)
                 if est.verbose:
-                    print("Validation score: %f" % score)
+                    progress.line("Validation score: %f" % score)
                 if score < est.best_validation_score_ + est.tol:
                     est._no_improvement_count += 1
                 else:
@@ -210,6 +242,8 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                     est.best_loss_ = est.loss_curve_[-1]
 
             optimizer.iteration_ends(est.t_)
+            progress.epoch(loss=f"{est.loss_:.5f}", time=f"{seconds:.2f}s", **(
+                {"val": f"{est.validation_scores_[-1]:.4f}"} if validation is not None else {}))
 
             if est._no_improvement_count > est.n_iter_no_change:
                 what = "Validation score" if validation is not None else "Training loss"
@@ -231,6 +265,7 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
         warnings.warn("Training interrupted by user.")
         checkpoint = None  # keep it: a later fit can resume from it
     finally:
+        progress.close()
         module.eval()
 
     if best_state is not None:

@@ -305,23 +305,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
 
     # --- features ---------------------------------------------------------------------------
 
-    def _prepare(self, batch):
+    def _prepare(self, batch, buffer=None):
         """A batch of images -> the model's input: RGB (gray repeated, alpha dropped), float32,
-        channels-last, resized, normalised: a conversion copy and one arithmetic pass."""
+        channels-last, resized, normalised; also returns the buffer it wrote into."""
         x = torch.from_numpy(np.asarray(batch)).to(self.device_)
         x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        x = x.to(torch.float32, memory_format=torch.channels_last)
         scale = 1 / 255 if batch.dtype == np.uint8 else 1.0
         size = self.config_["input_size"]
         if size is not None and tuple(x.shape[2:]) != tuple(size):
             mode = "bicubic" if self.config_["interpolation"] == "bicubic" else "bilinear"
-            x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = F.interpolate(x.to(torch.float32, memory_format=torch.channels_last), size=size,
+                              mode=mode, antialias=True, align_corners=False)
+        # Into a buffer of our own (reused across the call's batches), converted to float32
+        # channels-last in one copy; then normalised in place: x * scale / std - mean / std.
+        if buffer is None or buffer.shape[1:] != x.shape[1:] or buffer.shape[0] < x.shape[0]:
+            buffer = torch.empty(x.shape, dtype=torch.float32, device=x.device,
+                                 memory_format=torch.channels_last)
+        out = buffer[:x.shape[0]].copy_(x)
         mean = torch.tensor(self.config_["mean"] or (0.0,) * 3, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.config_["std"] or (1.0,) * 3, device=x.device).view(1, 3, 1, 1)
-        # One out-of-place pass (x may share the caller's memory): x * scale / std - mean / std.
-        x = torch.addcmul(-mean / std, x, scale / std)
-        return x.contiguous(memory_format=torch.channels_last)
+        return out.mul_(scale / std).sub_(mean / std), buffer
 
     def _forward_batch(self, x):
         m = self.module_
@@ -340,12 +343,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
 
     def _batches(self, images):
         """Model-ready tensors of at most batch_size images (a list: one size after another)."""
+        buffer = None
         for k in range(0, len(images), self.batch_size):
             chunk = images[k:k + self.batch_size]
             if isinstance(images, list):
-                yield torch.cat([self._prepare(img) for img in chunk])
+                yield torch.cat([self._prepare(img)[0] for img in chunk])
             else:
-                yield self._prepare(chunk)
+                x, buffer = self._prepare(chunk, buffer)
+                yield x
 
     def _features(self, images):
         out = []

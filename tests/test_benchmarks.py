@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,3 +19,18 @@ def test_benchmark_entry_point_quick(tmp_path):
     assert written == sorted(f"{module}.json" for module, _, _ in BENCHMARKS.values())
     for name in written:
         assert json.loads((tmp_path / name).read_text())["date"]
+
+
+def test_openml_loader_explains_a_missing_data_set(monkeypatch, tmp_path):
+    from urllib.error import URLError
+
+    import sklearn.datasets
+
+    from benchmarks.datasets import DatasetUnavailable, load_openml_images
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
+    with pytest.raises(DatasetUnavailable, match="mnist_784.*fetch_openml"):
+        load_openml_images("mnist", data_home=str(tmp_path))

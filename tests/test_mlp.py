@@ -1,5 +1,6 @@
 """MLPClassifier / MLPRegressor: scikit-learn's behaviours, sknn's additions, bad input."""
 
+import importlib.util
 import pickle
 
 import joblib
@@ -348,8 +349,10 @@ def test_dropout_and_batch_norm_train_and_predict(digits):
 def test_verbose_prints_progress(iris, capsys):
     X, y = iris
     MLPClassifier(max_iter=2, verbose=True, early_stopping=True).fit(X, y)
-    out = capsys.readouterr().out
-    assert "Iteration 1, loss = " in out and "Validation score" in out
+    captured = capsys.readouterr()
+    assert "Iteration 1, loss = " in captured.out and "Validation score" in captured.out
+    if importlib.util.find_spec("tqdm") is not None:  # and a progress bar on stderr
+        assert "MLPClassifier" in captured.err and "epoch" in captured.err
 
 
 # --- faults ------------------------------------------------------------------------------------
