@@ -10,13 +10,11 @@ regression) and the median time to fit one GridSearchCV.
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
 
 import numpy as np
-import sklearn
 from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris,
                               load_wine, make_regression)
 from sklearn.exceptions import ConvergenceWarning
@@ -115,10 +113,7 @@ def main(argv=None):
               f"| {r['fit_seconds']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "baselines", "machine": platform.platform(),
-                       "versions": {"sknn": sknn.__version__,
-                                    "scikit-learn": sklearn.__version__},
-                       "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+            json.dump({**metadata(), "benchmark": "baselines", "quick": args.quick,
                        "results": results}, f, indent=2)
     return results
 

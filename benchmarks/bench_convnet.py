@@ -12,13 +12,11 @@ spread of its mean accuracy over seeds (the headline row is random_state=0).
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
 
 import numpy as np
-import sklearn
 import torch
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
@@ -111,10 +109,7 @@ def main(argv=None):
               f"{np.mean(seed_means):.4f} (min {min(seed_means):.4f}, max {max(seed_means):.4f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "convnet_digits", "convnet_accuracy_by_seed": seed_means, "machine": platform.platform(),
-                       "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
-                                    "scikit-learn": sklearn.__version__},
-                       "date": time.strftime("%Y-%m-%d"), "folds": len(folds),
+            json.dump({**metadata(), "benchmark": "convnet_digits", "convnet_accuracy_by_seed": seed_means, "folds": len(folds),
                        "results": results}, f, indent=2)
     return results
 

@@ -74,8 +74,7 @@ def main(argv=None):
               f"in {ray_s:.1f} s; same as n_jobs=1: {ray_result['same']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "distributed_grid_search", "date": time.strftime("%Y-%m-%d"),
-                       "local": {"best_params": str(local.best_params_),
+            json.dump({**metadata(), "benchmark": "distributed_grid_search", "local": {"best_params": str(local.best_params_),
                                  "best_score": float(local.best_score_), "seconds": local_s},
                        "dask": {"best_params": str(dask.best_params_),
                                 "best_score": float(dask.best_score_), "seconds": dask_s},

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -74,8 +73,7 @@ def main(argv=None):
     print(f"fit: 2 epochs in {seconds:.1f} s; training accuracy on 20,000 rows {acc:.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "memmap", "date": time.strftime("%Y-%m-%d"),
-                       "rows": args.rows, "data_mb": data_mb, "rss_after_imports_mb": base,
+            json.dump({**metadata(), "benchmark": "memmap", "rows": args.rows, "data_mb": data_mb, "rss_after_imports_mb": base,
                        "peak_rss_mb": peak, "fit_seconds": seconds, "accuracy": acc}, f, indent=2)
 
 

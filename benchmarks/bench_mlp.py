@@ -10,14 +10,12 @@ interleaved, round after round, so that machine noise hits them alike; we report
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 import warnings
 
 import numpy as np
-import sklearn
 import torch
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
@@ -128,13 +126,10 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**metadata(), "benchmark": "mlp_speed", "device": args.device, "rounds": args.rounds,
-                       "machine": platform.platform(), "processor": platform.processor(),
-                       "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
-                                    "scikit-learn": sklearn.__version__},
                        "blas": [{k: d.get(k) for k in ("internal_api", "version",
                                                        "architecture", "num_threads")}
                                 for d in threadpool_info()],
-                       "date": time.strftime("%Y-%m-%d"), "results": results,
+                       "results": results,
                        "median_ms_per_epoch": med, "median_accuracy": acc,
                        "median_sknn_time_ratio": ratios}, f, indent=2)
     return med, acc

@@ -65,8 +65,7 @@ def main(argv=None):
           f"medians {statistics.median(times[1]):.2f} s vs {statistics.median(times[2]):.2f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "parallel_grid_search", "date": time.strftime("%Y-%m-%d"),
-                       "worker_threads": threads, "seconds": times, "ratio": ratio}, f, indent=2)
+            json.dump({**metadata(), "benchmark": "parallel_grid_search", "worker_threads": threads, "seconds": times, "ratio": ratio}, f, indent=2)
     return ratio
 
 

@@ -152,10 +152,8 @@ def main(argv=None):
     plt.close("all")
     print("plots:", ", ".join(os.path.join(args.results, w) for w in written))
     if args.json:
-        import time
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "plots", "date": time.strftime("%Y-%m-%d"),
-                       "plots": written}, f, indent=2)
+            json.dump({**metadata(), "benchmark": "plots", "plots": written}, f, indent=2)
 
 
 if __name__ == "__main__":

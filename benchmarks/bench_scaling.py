@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 from _meta import metadata
 
@@ -102,8 +101,7 @@ def main(argv=None):
     print(f"\nsknn within its memory budget (peak <= 2x data + model + 300 MB): {ok}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "scaling", "date": time.strftime("%Y-%m-%d"),
-                       "time_cap_seconds": args.cap, "results": rows,
+            json.dump({**metadata(), "benchmark": "scaling", "time_cap_seconds": args.cap, "results": rows,
                        "sknn_within_memory_budget": ok}, f, indent=2)
     return rows
 
