@@ -33,9 +33,10 @@ def _targets(loss, n, k, gen):
 @pytest.mark.parametrize("loss", [SoftmaxCrossEntropy(), SigmoidCrossEntropy(), SquaredError(4),
                                   PoissonDeviance()])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_backprop_matches_autograd(activation, loss, weighted):
+@pytest.mark.parametrize("hidden", [(7, 6), ()])
+def test_backprop_matches_autograd(activation, loss, weighted, hidden):
     gen = torch.Generator().manual_seed(0)
-    mlp = MLP([5, 7, 6, 4], activation, dtype=torch.float64)
+    mlp = MLP([5, *hidden, 4], activation, dtype=torch.float64)
     with torch.no_grad():
         for p in mlp.parameters():
             p.uniform_(-0.5, 0.5, generator=gen)
@@ -49,6 +50,27 @@ def test_backprop_matches_autograd(activation, loss, weighted):
     torch.testing.assert_close(value, ref_value)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3, 40])
+def test_backprop_matches_autograd_float32_fast_path(n_outputs):
+    """float32 layers wide enough for the oneDNN kernels, and output layers narrow and wide."""
+    gen = torch.Generator().manual_seed(0)
+    mlp = MLP([50, 64, 48, n_outputs])
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.uniform_(-0.2, 0.2, generator=gen)
+    x = torch.randn(200, 50, generator=gen)
+    loss = SoftmaxCrossEntropy() if n_outputs > 1 else SigmoidCrossEntropy()
+    y = _targets(loss, 200, n_outputs, gen).float()
+    params = list(mlp.parameters())
+    value, grads = objective_and_grads(mlp, loss, x, y, None, 1 / 200, 1e-2, params)
+    ref_value, ref_grads = objective_and_grads(_AutogradOnly(mlp), loss, x, y, None, 1 / 200,
+                                               1e-2, params)
+    torch.testing.assert_close(value, ref_value)
+    for g, r in zip(grads, ref_grads):
+        assert g.shape == r.shape and g.is_contiguous()
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def test_modules_do_not_touch_the_global_rng():
