@@ -66,6 +66,11 @@ def _fits_on_device(nbytes, device, share=0.5):
     return nbytes <= share * free
 
 
+# Above this many bytes of training data, each epoch's shuffle is gathered batch by batch
+# instead of into one shuffled copy of the whole set.
+GATHER_LIMIT = 256 * 2**20
+
+
 class TrainingData:
     """The training set and its minibatches.
 
@@ -89,6 +94,22 @@ class TrainingData:
         self.Y = to_tensor(Y, home, dtype if Y.dtype.kind == "f" else None)
         self.sample_weight = sample_weight
         self.W = None if sample_weight is None else to_tensor(sample_weight, home, dtype)
+
+    def permuted(self, idx):
+        """The set in the order of ``idx`` (an index tensor on the device), gathered in one pass
+        so that minibatches are slices of it, as a :class:`TrainingData`; None for streamed
+        data, or where that second copy would take more than ``GATHER_LIMIT`` bytes."""
+        if self.stream:
+            return None
+        nbytes = sum(t.numel() * t.element_size() for t in (self.X, self.Y, self.W)
+                     if t is not None)
+        if nbytes > GATHER_LIMIT:
+            return None
+        out = object.__new__(TrainingData)
+        out.__dict__.update(self.__dict__)
+        out.X, out.Y = self.X.index_select(0, idx), self.Y.index_select(0, idx)
+        out.W = None if self.W is None else self.W.index_select(0, idx)
+        return out
 
     def _to_device(self, t):
         if self.device.type == "cuda":

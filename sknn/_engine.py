@@ -4,7 +4,8 @@ Estimators say *what* to train (a module, a loss, the data); this module says *h
 scikit-learn's ``BaseMultilayerPerceptron`` fitting logic (same minibatches from the same random
 state, same L2 penalty, same stopping rules, same fitted history) on torch tensors:
 
-- the data lives on the device once; minibatches are rows picked by a permutation;
+- the data lives on the device once; each epoch gathers it in the shuffled order (batch by
+  batch for large data), so that minibatches are slices;
 - per batch: forward, ``torch.autograd.grad``, L2 term added to the weight gradients, one fused
   optimizer step. No ``.item()`` per batch: losses are gathered and read once per epoch.
 
@@ -154,6 +155,7 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     batch_size = resolve_batch_size(est.batch_size, n, getattr(est, "_auto_batch_size", 200))
     starts = np.arange(0, n, batch_size)
     stops = np.minimum(starts + batch_size, n)
+    bounds = list(zip(starts.tolist(), stops.tolist()))
     lengths = torch.as_tensor(stops - starts, dtype=data.dtype, device=data.device)
     sample_idx = np.arange(n)
     best_state = None
@@ -178,18 +180,20 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     try:
         for _ in range(est.max_iter - est.n_iter_):
             tic = time.perf_counter()
+            epoch_data = data
             if est.shuffle:
                 sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)
                 idx = torch.from_numpy(sample_idx).to(data.device)
+                epoch_data = data.permuted(idx)
             sums = data.batch_weight_sums(sample_idx if est.shuffle else None, starts, stops)
             objectives, norms, used = [], [], []
-            for k, (a, b, s) in enumerate(zip(starts, stops, sums)):
+            for k, ((a, b), s) in enumerate(zip(bounds, sums)):
                 if s <= 0:  # every sample weighs zero: nothing to learn from this batch
                     continue
-                if est.shuffle:
+                if epoch_data is None:  # large or streamed data: gather this batch only
                     xb, yb, wb = data.batch(idx[a:b], sample_idx[a:b])
                 else:
-                    xb, yb, wb = data.batch(slice(a, b))
+                    xb, yb, wb = epoch_data.batch(slice(a, b))
                 objective, grads = objective_and_grads(module, loss, xb, yb, wb, 1.0 / s, alpha,
                                                        params, generator)
                 with torch.no_grad():

@@ -37,6 +37,22 @@ def test_data_too_big_for_the_device_streams_from_the_host(digits, monkeypatch, 
                                atol=1e-7)
 
 
+def test_large_data_gathers_each_batch_alone_with_the_same_result(digits, monkeypatch):
+    """Small data is gathered in shuffled order once per epoch, larger data batch by batch
+    (no second copy of it): the same minibatches, so the same model to the last bit."""
+    X, y = digits
+    w = np.random.RandomState(0).rand(len(y))
+    kw = dict(hidden_layer_sizes=(16,), max_iter=3, random_state=0, device="cpu")
+    gathered = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    monkeypatch.setattr(_data, "GATHER_LIMIT", 0)
+    data = TrainingData(X, np.eye(10)[y], w, torch.device("cpu"), torch.float32)
+    assert data.permuted(torch.arange(len(y))) is None
+    per_batch = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    for a, b in zip(gathered.coefs_ + gathered.intercepts_,
+                    per_batch.coefs_ + per_batch.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_memmap_is_not_copied(digits, tmp_path):
     X, y = digits
     mm = np.memmap(tmp_path / "X.dat", dtype=np.float32, mode="w+", shape=X.shape)
