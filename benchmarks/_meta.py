@@ -15,3 +15,14 @@ def metadata():
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
             "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                          "scikit-learn": sklearn.__version__, "numpy": numpy.__version__}}
+
+
+# Source of ``rss_mb(field)`` for the child processes that measure memory: the resident set
+# ("VmRSS") or its peak ("VmHWM") of the calling process, in MiB, from /proc/self/status.
+RSS_MB_SOURCE = r"""
+def rss_mb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+"""

@@ -17,17 +17,11 @@ import tempfile
 
 import numpy as np
 
-from _meta import metadata
+from _meta import RSS_MB_SOURCE, metadata
 
-CHILD = r"""
+CHILD = RSS_MB_SOURCE + r"""
 import sys, time, warnings
 import numpy as np
-
-def rss_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
 
 import torch, sknn
 torch.set_num_threads(2)

@@ -5,8 +5,9 @@ Data: make_classification(n_samples, n_features=20, n_informative=10, n_classes=
 random_state=0) as float32. MLPs: hidden (64,), adam, batch 200, 5 epochs, tol=0. Each fit runs
 in a fresh process that reports its peak resident memory (VmHWM) above its memory after the
 imports, the float32 data included (the peak is restarted once the data is made, so that
-generating it does not count). SVC stops growing once one fit passes the time cap (its cost
-grows about quadratically). sknn's memory budget: peak <= 2x the data + model + 300 MB.
+generating it does not count). A model stops growing once its next fit would pass the time
+cap, projected from how its time grew over the last step (SVC's grows about quadratically).
+sknn's memory budget: peak <= 2x the data + model + 300 MB.
 
     python benchmarks/bench_scaling.py [--quick] [--cap 60] [--json PATH]
 """
@@ -16,17 +17,11 @@ import json
 import subprocess
 import sys
 
-from _meta import metadata
+from _meta import RSS_MB_SOURCE, metadata
 
-CHILD = r"""
+CHILD = RSS_MB_SOURCE + r"""
 import sys, time, warnings
 import numpy as np
-
-def rss_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
 
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
@@ -61,11 +56,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k rows only")
     parser.add_argument("--cap", type=float, default=60.0,
-                        help="seconds: a model whose fit took longer stops growing")
+                        help="seconds: a model whose next fit is projected to take longer "
+                             "stops growing")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
-    rows, capped = [], set()
+    rows, capped, last = [], set(), {}
     try:
         from tqdm import tqdm
         bar = tqdm(total=len(sizes) * len(MODELS), desc="scaling")
@@ -83,8 +79,11 @@ def main(argv=None):
             rows.append({"model": name, "n_samples": n, "fit_seconds": seconds,
                          "peak_mb_above_imports": peak, "data_mb": data_mb,
                          "accuracy": acc})
-            if seconds > args.cap:
+            # The next size is 10x: project its time with the growth of this step.
+            growth = seconds / last[name] if last.get(name) else 10.0
+            if seconds * max(growth, 1.0) > args.cap:
                 capped.add(name)
+            last[name] = seconds
             if bar is not None:
                 bar.set_postfix_str(f"{name} {n:,}: {seconds:.1f} s")
                 bar.update()

@@ -180,6 +180,9 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
     try:
         for _ in range(est.max_iter - est.n_iter_):
             tic = time.perf_counter()
+            # Drop the last epoch's shuffled copy (the last batch's views hold it too) before
+            # the next one is made: one copy at a time.
+            xb = yb = wb = None
             epoch_data = data
             if est.shuffle:
                 sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)

@@ -225,7 +225,6 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin,
         self.max_fun = max_fun
         self.class_weight = class_weight
         self.device = device
-        self.checkpoint_path = checkpoint_path
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.checkpoint_path = checkpoint_path

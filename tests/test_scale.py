@@ -1,6 +1,7 @@
 """Scale: data that stays on the host, numpy memmaps, distributed grid searches."""
 
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -51,6 +52,22 @@ def test_large_data_gathers_each_batch_alone_with_the_same_result(digits, monkey
     for a, b in zip(gathered.coefs_ + gathered.intercepts_,
                     per_batch.coefs_ + per_batch.intercepts_):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_shuffled_copy_of_the_data_at_a_time(digits, monkeypatch):
+    """Each epoch's shuffled copy is freed before the next one is gathered."""
+    X, y = digits
+    made, gather = [], TrainingData.permuted
+
+    def permuted(self, idx):
+        assert all(ref() is None for ref in made), "last epoch's copy still alive"
+        out = gather(self, idx)
+        made.append(weakref.ref(out.X))
+        return out
+
+    monkeypatch.setattr(TrainingData, "permuted", permuted)
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, device="cpu").fit(X, y)
+    assert len(made) == 3
 
 
 def test_memmap_is_not_copied(digits, tmp_path):
