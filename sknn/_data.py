@@ -1,5 +1,6 @@
 """Input checks and conversion: arrays, sparse matrices and DataFrames -> torch tensors."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -105,8 +106,7 @@ class TrainingData:
                      if t is not None)
         if nbytes > GATHER_LIMIT:
             return None
-        out = object.__new__(TrainingData)
-        out.__dict__.update(self.__dict__)
+        out = copy.copy(self)
         out.X, out.Y = self.X.index_select(0, idx), self.Y.index_select(0, idx)
         out.W = None if self.W is None else self.W.index_select(0, idx)
         return out
