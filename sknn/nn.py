@@ -103,6 +103,17 @@ def dropout(x, p, generator):
     return x * keep / (1.0 - p)
 
 
+def after_dense(module, x, norms, i, generator, sample_weight):
+    """What follows hidden dense layer ``i`` of ``module``: batch norm ``norms[i]`` (when there
+    are norms), the module's activation, then its dropout in training."""
+    if norms:
+        x = batch_norm(x, norms[i], module.training, sample_weight)
+    x = ACTIVATIONS[module.activation](x)
+    if module.dropout and module.training:
+        x = dropout(x, module.dropout, generator)
+    return x
+
+
 class MLP(nn.Module):
     """Fully connected network: ``(linear -> [batch norm] -> activation -> [dropout]) * k -> linear``.
 
@@ -126,14 +137,9 @@ class MLP(nn.Module):
 
     def features(self, x, generator=None, sample_weight=None):
         """Activations of the last hidden layer (``x`` itself when there is none)."""
-        act = ACTIVATIONS[self.activation]
         for i in range(len(self.weights) - 1):
             x = torch.addmm(self.biases[i], x, self.weights[i])
-            if self.norms:
-                x = batch_norm(x, self.norms[i], self.training, sample_weight)
-            x = act(x)
-            if self.dropout and self.training:
-                x = dropout(x, self.dropout, generator)
+            x = after_dense(self, x, self.norms, i, generator, sample_weight)
         return x
 
     def forward(self, x, generator=None, sample_weight=None):
@@ -268,14 +274,8 @@ class ConvNet(nn.Module):
             else:
                 x = block(x)
         x = x.flatten(1)
-        act = ACTIVATIONS[self.activation]
         for i, layer in enumerate(self.dense):
-            x = layer(x)
-            if self.dense_norms:
-                x = batch_norm(x, self.dense_norms[i], self.training, sample_weight)
-            x = act(x)
-            if self.dropout and self.training:
-                x = dropout(x, self.dropout, generator)
+            x = after_dense(self, layer(x), self.dense_norms, i, generator, sample_weight)
         return x
 
     def forward(self, x, generator=None, sample_weight=None):
