@@ -6,8 +6,9 @@ state, same L2 penalty, same stopping rules, same fitted history) on torch tenso
 
 - the data lives on the device once; each epoch gathers it in the shuffled order (batch by
   batch for large data), so that minibatches are slices;
-- per batch: forward, ``torch.autograd.grad``, L2 term added to the weight gradients, one fused
-  optimizer step. No ``.item()`` per batch: losses are gathered and read once per epoch.
+- per batch: forward and backward (the module's own backpropagation, else
+  ``torch.autograd.grad``), then one optimizer step, which adds the L2 term to the weight
+  gradients. No ``.item()`` per batch: losses are gathered and read once per epoch.
 
 The L2 penalty (``alpha``) applies to weights (parameters with two or more dimensions), not to
 biases or normalisation scales, and is divided by the batch's total sample weight, as in
@@ -197,12 +198,13 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                     xb, yb, wb = data.batch(idx[a:b], sample_idx[a:b])
                 else:
                     xb, yb, wb = epoch_data.batch(slice(a, b))
-                objective, grads = objective_and_grads(module, loss, xb, yb, wb, 1.0 / s, alpha,
+                # The L2 term of the gradients is added by the optimizer's update.
+                objective, grads = objective_and_grads(module, loss, xb, yb, wb, 1.0 / s, 0.0,
                                                        params, generator)
                 with torch.no_grad():
                     if alpha:
                         norms.extend(torch._foreach_norm(decayed))
-                    optimizer.step(params, grads)
+                    optimizer.step(params, grads, alpha / s)
                 objectives.append(objective)
                 used.append(k)
 

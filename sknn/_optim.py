@@ -11,13 +11,21 @@ import math
 import torch
 
 
+def _split_penalised(params):
+    """Indices of the parameters the L2 penalty applies to (weights: two or more dimensions)
+    and of the others (biases, normalisation scales)."""
+    penalised = [i for i, p in enumerate(params) if p.ndim >= 2]
+    return penalised, [i for i, p in enumerate(params) if p.ndim < 2]
+
+
 class Adam:
     """Adam as scikit-learn writes it: ``p -= lr_t * m / (sqrt(v) + eps)`` with
     ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``.
 
-    The update runs in torch's fused Adam kernel (one call for all parameters). scikit-learn folds
-    the bias corrections into ``lr_t``; we do the same and give the kernel an infinite step count,
-    at which its own corrections ``1 - beta**step`` are exactly 1.
+    The update runs in torch's fused Adam kernel, which also adds the L2 term ``decay * p`` to the
+    gradients of the penalised parameters (one call for those, one for the rest). scikit-learn
+    folds the bias corrections into ``lr_t``; we do the same and give the kernel an infinite step
+    count, at which its own corrections ``1 - beta**step`` are exactly 1.
     """
 
     def __init__(self, params, learning_rate_init=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
@@ -28,14 +36,23 @@ class Adam:
         self.ms = [torch.zeros_like(p) for p in params]
         self.vs = [torch.zeros_like(p) for p in params]
         self._steps = [torch.full((), math.inf, dtype=torch.float32, device=p.device) for p in params]
+        self._penalised, self._rest = _split_penalised(params)
 
-    def step(self, params, grads):
+    def step(self, params, grads, decay=0.0):
+        """One update; ``decay`` adds ``decay * p`` to the gradient of each penalised parameter."""
         self.t += 1
         lr_t = (self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t)
                 / (1 - self.beta_1**self.t))
-        torch._fused_adam_(params, grads, self.ms, self.vs, [], self._steps, lr=lr_t,
-                           beta1=self.beta_1, beta2=self.beta_2, weight_decay=0.0,
-                           eps=self.epsilon, amsgrad=False, maximize=False)
+        groups = ((self._penalised, decay), (self._rest, 0.0)) if decay else (
+            (range(len(params)), 0.0),)
+        for idx, weight_decay in groups:
+            if idx:
+                torch._fused_adam_(
+                    [params[i] for i in idx], [grads[i] for i in idx],
+                    [self.ms[i] for i in idx], [self.vs[i] for i in idx], [],
+                    [self._steps[i] for i in idx], lr=lr_t, beta1=self.beta_1,
+                    beta2=self.beta_2, weight_decay=weight_decay, eps=self.epsilon,
+                    amsgrad=False, maximize=False)
 
     def iteration_ends(self, time_step):
         pass
@@ -63,8 +80,13 @@ class SGD:
         self.lr_schedule, self.momentum, self.nesterov, self.power_t = (
             lr_schedule, momentum, nesterov, power_t)
         self.velocities = [torch.zeros_like(p) for p in params]
+        self._penalised = _split_penalised(params)[0]
 
-    def step(self, params, grads):
+    def step(self, params, grads, decay=0.0):
+        """One update; ``decay`` adds ``decay * p`` to the gradient of each penalised parameter."""
+        if decay:
+            torch._foreach_add_([grads[i] for i in self._penalised],
+                                [params[i] for i in self._penalised], alpha=decay)
         v = self.velocities
         torch._foreach_mul_(v, self.momentum)
         torch._foreach_add_(v, grads, alpha=-self.learning_rate)

@@ -358,20 +358,24 @@ def test_verbose_prints_progress(iris, capsys):
 # --- faults ------------------------------------------------------------------------------------
 
 
+def _raise_at_step(monkeypatch, n, exc):
+    """Make the ``n``-th Adam update raise ``exc`` (a crash or Ctrl-C in the middle of a fit)."""
+    from sknn import _optim
+    step, calls = _optim.Adam.step, {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(_optim.Adam, "step", failing)
+
+
 def test_keyboard_interrupt_leaves_a_usable_model(digits, monkeypatch):
     X, Xt, y, yt = digits
     clf = MLPClassifier(max_iter=50, random_state=0)
-    from sknn import _optim
-    calls = {"n": 0}
-    step = _optim.Adam.step
-
-    def interrupted(self, params, grads):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise KeyboardInterrupt
-        step(self, params, grads)
-
-    monkeypatch.setattr(_optim.Adam, "step", interrupted)
+    _raise_at_step(monkeypatch, 30, KeyboardInterrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         clf.fit(X, y)
     assert np.isfinite(clf.predict_proba(Xt)).all()
@@ -462,20 +466,12 @@ def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, mo
     reference = MLPClassifier(**kw).fit(X, y)
     assert not path.exists()  # removed once the fit completed
 
-    from sknn import _optim
-    step, calls = _optim.Adam.step, {"n": 0}
-
-    def crash(self, params_, grads):
-        calls["n"] += 1
-        if calls["n"] == 5 * 7 + 3:  # in epoch 6 (7 batches an epoch)
-            raise RuntimeError("the machine went down")
-        step(self, params_, grads)
-
-    monkeypatch.setattr(_optim.Adam, "step", crash)
+    # in epoch 6 (7 batches an epoch)
+    _raise_at_step(monkeypatch, 5 * 7 + 3, RuntimeError("the machine went down"))
     with pytest.raises(RuntimeError, match="went down"):
         MLPClassifier(**kw).fit(X, y)
     assert path.exists()
-    monkeypatch.setattr(_optim.Adam, "step", step)
+    monkeypatch.undo()
     resumed = MLPClassifier(**kw).fit(X, y)
     assert resumed.n_iter_ == reference.n_iter_
     np.testing.assert_array_equal(resumed.loss_curve_, reference.loss_curve_)
@@ -486,20 +482,11 @@ def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, mo
 def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
-    from sknn import _optim
-    step, calls = _optim.Adam.step, {"n": 0}
-
-    def interrupt(self, params_, grads):
-        calls["n"] += 1
-        if calls["n"] == 10:  # in the second epoch: the first one is saved
-            raise KeyboardInterrupt
-        step(self, params_, grads)
-
-    monkeypatch.setattr(_optim.Adam, "step", interrupt)
+    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)  # in the second epoch: the first is saved
     with pytest.warns(UserWarning, match="interrupted"):
         MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X, y)
     assert path.exists()  # kept after Ctrl-C, to resume later
-    monkeypatch.setattr(_optim.Adam, "step", step)
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="other parameters or data"):
         MLPClassifier(max_iter=3, checkpoint_path=str(path), alpha=0.5).fit(X, y)
     with pytest.raises(ValueError, match="other parameters or data"):
