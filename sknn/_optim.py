@@ -41,6 +41,10 @@ class Adam:
     def step(self, params, grads, decay=0.0):
         """One update; ``decay`` adds ``decay * p`` to the gradient of each penalised parameter."""
         self.t += 1
+        # The fused kernel walks each gradient in its parameter's memory order: a gradient laid
+        # out otherwise (autograd may return one, e.g. channels last) is copied into that layout.
+        grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+                 for p, g in zip(params, grads)]
         lr_t = (self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t)
                 / (1 - self.beta_1**self.t))
         groups = ((self._penalised, decay), (self._rest, 0.0)) if decay else (

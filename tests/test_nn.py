@@ -97,3 +97,21 @@ def test_weighted_batch_norm_equals_repeating_samples(shape):
     torch.testing.assert_close(weighted.repeat_interleave(w.long(), dim=0), repeated)
     torch.testing.assert_close(bn_w.running_mean, bn_r.running_mean)
     torch.testing.assert_close(bn_w.running_var, bn_r.running_var)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_adam_update_does_not_depend_on_the_gradients_memory_layout(decay):
+    """torch.autograd.grad may return a gradient laid out unlike its parameter (a convolution
+    fed channels-last images returns its weight gradient channels last): the update must be
+    the same as with a gradient in the parameter's own layout."""
+    from sknn._optim import Adam
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(8, 3, 3, 3, generator=g), torch.randn(8, generator=g)
+    grads = [torch.randn(8, 3, 3, 3, generator=g), torch.randn(8, generator=g)]
+    channels_last = grads[0].to(memory_format=torch.channels_last)
+    assert channels_last.stride() != weight.stride()
+    params_a, params_b = [weight.clone(), bias.clone()], [weight.clone(), bias.clone()]
+    Adam(params_a).step(params_a, grads, decay)
+    Adam(params_b).step(params_b, [channels_last, grads[1]], decay)
+    for a, b in zip(params_a, params_b):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
