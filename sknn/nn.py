@@ -71,7 +71,8 @@ def batch_norm(x, bn, training, sample_weight=None):
 
     In training, with ``sample_weight``, the batch statistics are weighted over samples: a
     sample of weight 2 counts as two copies of it, one of weight 0 not at all, so that weighting
-    and repeating samples train the same model. A batch holding a single value per channel
+    and repeating samples train the same model (for the running variance, a batch weighing less
+    than two samples counts as two). A batch holding a single value per channel
     has no statistics: it is normalised with the running ones.
     """
     if not training or x.numel() == x.shape[1]:
@@ -89,7 +90,10 @@ def batch_norm(x, bn, training, sample_weight=None):
     var = (centered.square() * w).sum(dims) / total
     with torch.no_grad():
         bn.running_mean.lerp_(mean, bn.momentum)
-        bn.running_var.lerp_(var * total / (total - 1).clamp_min(1e-12), bn.momentum)
+        # Bessel's correction, counting weights as repetitions; a batch weighing less than two
+        # samples is corrected as two samples would be.
+        bessel = total / torch.maximum(total - 1, total / 2).clamp_min(1e-12)
+        bn.running_var.lerp_(var * bessel, bn.momentum)
         bn.num_batches_tracked += 1
     scale = torch.rsqrt(var + bn.eps) * bn.weight
     return centered * scale.view(per_channel) + bn.bias.view(per_channel)

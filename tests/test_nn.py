@@ -99,6 +99,18 @@ def test_weighted_batch_norm_equals_repeating_samples(shape):
     torch.testing.assert_close(bn_w.running_var, bn_r.running_var)
 
 
+def test_weighted_batch_norm_with_weights_summing_below_two():
+    """Weights count as repetitions, and a batch that weighs less than two samples has no
+    unbiased variance: its running variance is corrected as two samples' would be (x 2), not
+    by total / (total - 1), which explodes as the total nears 1."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    for total in (0.006, 1.0, 1.5):
+        bn = torch.nn.BatchNorm1d(4, momentum=1.0).double()
+        batch_norm(x, bn, True, torch.full((6,), total / 6, dtype=torch.float64))
+        torch.testing.assert_close(bn.running_var, 2 * x.var(0, unbiased=False))
+
+
 @pytest.mark.parametrize("decay", [0.0, 0.1])
 def test_adam_update_does_not_depend_on_the_gradients_memory_layout(decay):
     """torch.autograd.grad may return a gradient laid out unlike its parameter (a convolution
