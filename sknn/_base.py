@@ -6,10 +6,11 @@ import numbers
 import os
 import warnings
 
+import joblib
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, is_classifier
+from sklearn.base import BaseEstimator, TransformerMixin, is_classifier
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -33,31 +34,38 @@ def _is_real(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type or out of its range. Both a ValueError and a TypeError, as
+    scikit-learn's own, so that code catching either catches it."""
+
+
 def check_param(est, name, *, options=(), kind=None, low=None, high=None, low_open=False,
                 high_open=False):
     """Validate ``est.<name>``: one of the strings in ``options``, or a number of ``kind``
-    ('int', 'real') within the bounds, or a bool when ``kind='bool'``."""
+    ('int', 'real') within the bounds, or a bool when ``kind='bool'``. With ``options`` and no
+    ``kind``, only the strings are valid."""
     value = getattr(est, name)
     where = f"{type(est).__name__}: {name}"
-    if isinstance(value, str) and options:
-        if value not in options:
-            raise ValueError(f"{where} must be one of {sorted(options)}, got {value!r}.")
+    if options and (isinstance(value, str) or kind is None):
+        if value not in options or not isinstance(value, str):
+            raise InvalidParameterError(
+                f"{where} must be one of {sorted(options)}, got {value!r}.")
         return
     if kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{where} must be a bool, got {value!r}.")
+            raise InvalidParameterError(f"{where} must be a bool, got {value!r}.")
         return
     if not (_is_int(value) if kind == "int" else _is_real(value)):
         expected = "an int" if kind == "int" else "a number"
         if options:
             expected += f" or one of {sorted(options)}"
-        raise TypeError(f"{where} must be {expected}, got {value!r}.")
+        raise InvalidParameterError(f"{where} must be {expected}, got {value!r}.")
     too_low = low is not None and (value < low or (low_open and value == low))
     too_high = high is not None and (value > high or (high_open and value == high))
     if too_low or too_high or value != value:
         lo = "(-inf" if low is None else ("(" if low_open else "[") + str(low)
         hi = "inf)" if high is None else str(high) + (")" if high_open else "]")
-        raise ValueError(f"{where} must be in the range {lo}, {hi}, got {value!r}.")
+        raise InvalidParameterError(f"{where} must be in the range {lo}, {hi}, got {value!r}.")
 
 
 def hidden_layers(est):
@@ -67,12 +75,13 @@ def hidden_layers(est):
     try:
         sizes = list(sizes)
     except TypeError:
-        raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints, got "
-                        f"{est.hidden_layer_sizes!r}.") from None
+        raise InvalidParameterError(f"hidden_layer_sizes must be an int or a sequence of ints, "
+                                    f"got {est.hidden_layer_sizes!r}.") from None
     if not all(_is_int(h) for h in sizes):
-        raise TypeError(f"hidden_layer_sizes must contain ints, got {est.hidden_layer_sizes!r}.")
+        raise InvalidParameterError(
+            f"hidden_layer_sizes must contain ints, got {est.hidden_layer_sizes!r}.")
     if any(h <= 0 for h in sizes):
-        raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+        raise InvalidParameterError(f"hidden_layer_sizes must be > 0, got {sizes}.")
     return [int(h) for h in sizes]
 
 
@@ -107,7 +116,7 @@ class TorchStateMixin:
             self._move_to(device)
 
 
-class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
+class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
     """Shared machinery. A subclass provides:
 
     - ``_build_module(X, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
@@ -132,7 +141,8 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
         check_param(self, "warm_start", kind="bool")
         check_param(self, "early_stopping", kind="bool")
         check_param(self, "validation_fraction", kind="real", low=0, high=1, high_open=True)
-        check_param(self, "n_iter_no_change", kind="real", low=1)
+        if self.n_iter_no_change != np.inf:
+            check_param(self, "n_iter_no_change", kind="int", low=1)
         check_param(self, "dropout", kind="real", low=0, high=1, high_open=True)
         check_param(self, "batch_norm", kind="bool")
         check_param(self, "activation", options={"identity", "logistic", "tanh", "relu"})
@@ -147,14 +157,16 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
         hidden_layers(self)
         if self.checkpoint_path is not None and not isinstance(self.checkpoint_path,
                                                                (str, os.PathLike)):
-            raise TypeError(f"checkpoint_path must be None or a file path, got "
-                            f"{self.checkpoint_path!r}.")
-        if not (self.verbose is None or _is_real(self.verbose) or isinstance(self.verbose, bool)):
-            raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}.")
-        if not (self.random_state is None or _is_int(self.random_state)
-                or isinstance(self.random_state, np.random.RandomState)):
-            raise TypeError("random_state must be None, an int or a numpy RandomState, got "
-                            f"{self.random_state!r}.")
+            raise InvalidParameterError(f"checkpoint_path must be None or a file path, got "
+                                        f"{self.checkpoint_path!r}.")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            check_param(self, "verbose", kind="int", low=0)
+        if not (self.random_state is None or isinstance(self.random_state, np.random.RandomState)):
+            check_param(self, "random_state", kind="int", low=0, high=2**32 - 1)
+        if self.solver == "lbfgs" and self.dropout:
+            raise InvalidParameterError(
+                f"dropout={self.dropout} with solver='lbfgs': L-BFGS needs a deterministic "
+                "objective; use solver='adam' or 'sgd' with dropout.")
         resolve_device(self.device)
 
     # --- fitting ----------------------------------------------------------------------------
@@ -223,20 +235,24 @@ class BaseNeuralNetwork(TorchStateMixin, BaseEstimator):
         data = TrainingData(X, Y, weight, device, dtype)
         checkpoint = None
         if self.checkpoint_path is not None:
-            checkpoint = _engine.Checkpoint(self.checkpoint_path, self._fingerprint(X, Y, weight))
+            hint = ("with early_stopping=True and random_state=None, each fit draws another "
+                    "validation split: set random_state to resume" if self.early_stopping
+                    and self.random_state is None else "")
+            checkpoint = _engine.Checkpoint(self.checkpoint_path, self._fingerprint(X, Y, weight),
+                                            hint)
         _engine.fit_stochastic(self, self.module_, loss, data, validation=validation,
                                incremental=incremental, generator=generator,
                                checkpoint=checkpoint)
         return self
 
     def _fingerprint(self, X, Y, weight):
-        """What a checkpoint must match to be resumed: estimator, parameters and data."""
+        """What a checkpoint must match to be resumed: estimator, parameters and data (all of
+        it, hashed). A RandomState given as random_state counts by its state, not its identity."""
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("checkpoint_path", "verbose", "device")}
-        head = X[:256].toarray() if sp.issparse(X) else X[:256]
-        return (type(self).__name__, repr(sorted(params.items())), X.shape, Y.shape,
-                float(np.sum(head, dtype=np.float64)), float(np.sum(Y[:256], dtype=np.float64)),
-                None if weight is None else float(np.sum(weight)))
+        if isinstance(params["random_state"], np.random.RandomState):
+            params["random_state"] = joblib.hash(params["random_state"].get_state())
+        return (type(self).__name__, repr(sorted(params.items())), joblib.hash((X, Y, weight)))
 
     def _check_fit_input(self, X, y, reset):
         """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""
@@ -402,8 +418,9 @@ class NeuralNetClassifierMixin:
 
     def _check_class_weight(self):
         cw = self.class_weight
-        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
+        if not (cw is None or isinstance(cw, dict) or (isinstance(cw, str) and cw == "balanced")):
+            raise InvalidParameterError(
+                f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
 
     def _predict(self, X, check_input=True):
         proba = self._output(X, check_input=check_input)

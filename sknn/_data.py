@@ -191,8 +191,13 @@ def to_images(X, image_shape=None, data_format="auto", convert=True):
             side = int(np.sqrt(d))
             X = X.reshape(n, 1, side, side) if side * side == d else X.reshape(n, 1, 1, d)
         else:
-            shape = tuple(int(s) for s in image_shape)
-            if len(shape) not in (2, 3) or np.prod(shape) != d:
+            shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else ()
+            if len(shape) not in (2, 3) or not all(
+                    isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
+                    for s in shape):
+                raise ValueError("image_shape must be (height, width) or a 3-tuple with the "
+                                 f"channels, of positive ints, got {image_shape!r}.")
+            if np.prod(shape) != d:
                 raise ValueError(f"image_shape={image_shape} holds {int(np.prod(shape))} values "
                                  f"per image, but X has {d} features.")
             X = X.reshape(n, *shape)

@@ -102,10 +102,10 @@ class Checkpoint:
     """The whole training state, written to ``path`` after every epoch (atomically: a crash
     while writing leaves the previous one), so that a fit that crashed resumes where it was and
     ends with the same model as an uninterrupted one. ``fingerprint`` identifies the estimator's
-    parameters and data: a checkpoint of another fit is refused."""
+    parameters and data: a checkpoint of another fit is refused, with ``hint`` in the message."""
 
-    def __init__(self, path, fingerprint):
-        self.path, self.fingerprint = os.fspath(path), fingerprint
+    def __init__(self, path, fingerprint, hint=""):
+        self.path, self.fingerprint, self.hint = os.fspath(path), fingerprint, hint
 
     def save(self, est, module, best_state, sample_idx, generator):
         state = {
@@ -125,7 +125,8 @@ class Checkpoint:
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != self.fingerprint:
             raise ValueError(f"The checkpoint {self.path!r} was written by a fit with other "
-                             "parameters or data: delete it, or choose another checkpoint_path.")
+                             "parameters or data: delete it, or choose another checkpoint_path"
+                             + (f" ({self.hint})." if self.hint else "."))
         return state
 
     def remove(self):
@@ -216,7 +217,9 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
                                              device=data.device)
                     norms = torch.stack(norms).view(len(used), -1)
                     batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / s_used
-                est.loss_ = float((batch_loss * lengths[used]).sum()) / n
+                # A batch whose samples all weigh zero was skipped: it counts for nothing.
+                est.loss_ = (float((batch_loss * lengths[used]).sum())
+                             / int((stops - starts)[used].sum()))
             if not np.isfinite(est.loss_):
                 raise _diverged(est, f"at iteration {est.n_iter_ + 1}")
 
@@ -284,28 +287,41 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
 
 
 def fit_lbfgs(est, module, loss, data):
-    """Full-batch L-BFGS-B (scipy) on the module's flattened parameters, gradients by autograd."""
+    """Full-batch L-BFGS-B (scipy) on the module's flattened parameters, gradients by autograd.
+
+    scipy sees scikit-learn's objective: the loss as scikit-learn reports it (its squared error
+    is a mean over outputs, though its gradient is that of the sum) plus the L2 penalty.
+    """
     params = [p for p in module.parameters() if p.requires_grad]
     decayed = _penalised(params)
     alpha = float(est.alpha)
     X, Y, W = data.all()
     s = float(data.n_samples if data.sample_weight is None else data.sample_weight.sum())
     module.train()
+    last = {}
+
+    def set_params(flat):
+        torch.nn.utils.vector_to_parameters(
+            torch.from_numpy(flat).to(device=data.device, dtype=data.dtype), params)
 
     def objective_and_grad(flat):
         with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(
-                torch.from_numpy(flat).to(device=data.device, dtype=data.dtype), params)
+            set_params(flat)
         objective, grads = objective_and_grads(module, loss, X, Y, W, 1.0 / s, alpha, params)
-        value = float(objective)
+        value = float(objective) * loss.report_scale
         if alpha:
             value += 0.5 * alpha / s * sum(float(p.detach().square().sum()) for p in decayed)
+        last["x"], last["value"] = flat.copy(), value
         flat_grad = torch.cat([g.reshape(-1) for g in grads])
         return value, flat_grad.cpu().numpy().astype(np.float64)
 
     def report(flat):
+        # The accepted point is the last one evaluated: print its value rather than evaluate
+        # again, which would also move batch-norm statistics.
         if est.verbose:
-            print("Iteration %d, loss = %.8f" % (len(trace) + 1, objective_and_grad(flat)[0]))
+            value = (last["value"] if np.array_equal(flat, last.get("x"))
+                     else objective_and_grad(flat)[0])
+            print("Iteration %d, loss = %.8f" % (len(trace) + 1, value))
         trace.append(None)
 
     trace = []
@@ -318,11 +334,23 @@ def fit_lbfgs(est, module, loss, data):
         module.eval()
     if not np.isfinite(res.fun):
         raise _diverged(est, "during L-BFGS")
+    norms = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d,
+                                                           torch.nn.BatchNorm2d))]
+    momenta = [m.momentum for m in norms]
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(
-            torch.from_numpy(res.x).to(device=data.device, dtype=data.dtype), params)
-        # loss_ as scikit-learn reports it (its squared error is a mean over outputs).
-        data_term = float(loss(module(X), Y, W)) / s
+        set_params(res.x)
+        # One pass in training mode at the solution: the loss of the objective minimised, and
+        # batch-norm running statistics set to the whole training set's (the evaluations of
+        # the line search left them a mix of the points it tried).
+        for m in norms:
+            m.momentum = 1.0
+        module.train()
+        try:
+            data_term = float(loss(module(X, None, W), Y, W)) / s
+        finally:
+            module.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
         penalty = 0.5 * alpha * float(sum(p.square().sum() for p in decayed)) / s
     est.loss_ = data_term * loss.report_scale + penalty
     est.n_iter_ = int(res.nit)

@@ -3,19 +3,19 @@
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import ClassifierMixin, TransformerMixin
+from sklearn.base import ClassifierMixin
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_array, check_X_y, column_or_1d, validate_data
 
-from ._base import BaseNeuralNetwork, NeuralNetClassifierMixin, check_param, hidden_layers
+from ._base import (BaseNeuralNetwork, InvalidParameterError, NeuralNetClassifierMixin,
+                    check_param, hidden_layers)
 from ._data import to_images
 from .nn import ConvNet, reset_parameters
 
 _IMAGE_DTYPES = (np.float64, np.float32, np.uint8)
 
 
-class ConvNetClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin,
-                        BaseNeuralNetwork):
+class ConvNetClassifier(NeuralNetClassifierMixin, ClassifierMixin, BaseNeuralNetwork):
     """Convolutional network classifier for image arrays, trained by PyTorch on CPU or GPU.
 
     ``[conv -> batch norm -> activation -> max-pool] * len(conv_layers) -> dense layers``,
@@ -144,19 +144,27 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         if not isinstance(layers, (tuple, list)) or not all(
                 isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 0
                 for c in layers):
-            raise ValueError(f"conv_layers must be a tuple of positive ints, got {layers!r}.")
+            raise InvalidParameterError(
+                f"conv_layers must be a tuple of positive ints, got {layers!r}.")
         check_param(self, "kernel_size", kind="int", low=1)
         if self.pooling not in ("max", "avg", None):
-            raise ValueError(f"pooling must be 'max', 'avg' or None, got {self.pooling!r}.")
+            raise InvalidParameterError(
+                f"pooling must be 'max', 'avg' or None, got {self.pooling!r}.")
         check_param(self, "augment_shift", kind="int", low=0)
         check_param(self, "augment_flip", kind="bool")
+        if self.solver == "lbfgs" and (self.augment_shift or self.augment_flip):
+            raise InvalidParameterError(
+                "augment_shift / augment_flip with solver='lbfgs': L-BFGS needs a deterministic "
+                "objective; use solver='adam' or 'sgd' with augmentation.")
         check_param(self, "data_format", options={"auto", "channels_last", "channels_first"})
 
     # --- images in -------------------------------------------------------------------------
 
     def _images(self, X, y=None, reset=False):
         """Validate X (and y) and return X as ``(n, C, H, W)`` images."""
-        ndim = 2 if sp.issparse(X) else getattr(X, "ndim", None) or np.asarray(X).ndim
+        if not (sp.issparse(X) or hasattr(X, "dtype") or hasattr(X, "dtypes")):
+            X = np.asarray(X)  # a list of images keeps its dtype (uint8 gets scaled to [0, 1])
+        ndim = 2 if sp.issparse(X) else X.ndim
         if ndim <= 2:
             kw = dict(accept_sparse=["csr"], dtype=_IMAGE_DTYPES, reset=reset)
             if y is None:

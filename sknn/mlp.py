@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, RegressorMixin, TransformerMixin
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._available_if import available_if
 
 from ._base import (BaseNeuralNetwork, NeuralNetClassifierMixin, check_param, hidden_layers,
@@ -175,8 +175,7 @@ class _MLPMixin:
         return len(self.module_.weights) + 1
 
 
-class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin, _MLPMixin,
-                    BaseNeuralNetwork):
+class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, _MLPMixin, BaseNeuralNetwork):
     __doc__ = """Multi-layer perceptron classifier, trained by PyTorch on CPU or GPU.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`: same parameters,
@@ -257,7 +256,7 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, TransformerMixin,
         return tags
 
 
-class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwork):
+class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
     __doc__ = """Multi-layer perceptron regressor, trained by PyTorch on CPU or GPU.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`: same parameters,
@@ -310,6 +309,8 @@ class MLPRegressor(RegressorMixin, TransformerMixin, _MLPMixin, BaseNeuralNetwor
 
     def _encode_targets(self, y, first_pass, incremental):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if Y.dtype.kind != "f":  # bool or int targets: regression runs on floats
+            Y = Y.astype(np.float64)
         if self.loss == "poisson":
             if (Y < 0).any():
                 raise ValueError("loss='poisson' requires y >= 0.")

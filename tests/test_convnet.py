@@ -62,6 +62,9 @@ def test_flat_rows_square_strip_and_image_shape():
     assert small_net(max_iter=2, image_shape=(8, 8, 3)).fit(rgb, y).image_shape_ == (3, 8, 8)
     with pytest.raises(ValueError, match="image_shape=\\(8, 9\\) holds 72 values"):
         small_net(image_shape=(8, 9)).fit(flat, y)
+    for bad in (64, (-8, -8), (1, 1, 8, 8), (8.0, 8.0)):
+        with pytest.raises(ValueError, match="image_shape must be"):
+            small_net(image_shape=bad).fit(flat, y)
 
 
 def test_uint8_images_are_scaled():
@@ -138,3 +141,15 @@ def test_bad_images_raise_clear_errors():
         small_net(conv_layers=(8, 0)).fit(X, y)
     with pytest.raises(ValueError, match="pooling"):
         small_net(pooling="median").fit(X, y)
+    for params in (dict(dropout=0.5), dict(augment_shift=1), dict(augment_flip=True)):
+        with pytest.raises(ValueError, match="solver='lbfgs'"):
+            small_net(solver="lbfgs", **params).fit(X, y)
+
+
+def test_list_of_uint8_images_is_scaled_as_the_array_is():
+    X, y = quadrant_images(30, 8, 8, 3)
+    X8 = (X * 255).round().astype(np.uint8)
+    clf = small_net(max_iter=2).fit(X8, y)
+    np.testing.assert_array_equal(clf.predict_proba(list(X8)), clf.predict_proba(X8))
+    again = small_net(max_iter=2).fit(list(X8), list(y))
+    np.testing.assert_array_equal(again.predict_proba(X8), clf.predict_proba(X8))

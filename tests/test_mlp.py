@@ -89,6 +89,43 @@ def test_lbfgs_matches_sklearn(iris):
     assert not hasattr(ours, "loss_curve_") and not hasattr(ours, "partial_fit")
 
 
+def test_lbfgs_multi_output_regressor_matches_sklearn():
+    """scikit-learn's L-BFGS objective reports the squared error as a mean over outputs: the
+    line search sees that value, so ours must too to take the same steps."""
+    X = np.random.RandomState(0).randn(200, 3)
+    Y = np.c_[X @ [1.0, 2.0, 3.0], np.sin(X[:, 0])]
+    kw = dict(solver="lbfgs", hidden_layer_sizes=(5,), max_iter=5, random_state=0)
+    ours, theirs = MLPRegressor(**kw).fit(X, Y), SkMLPRegressor(**kw).fit(X, Y)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6, atol=1e-8)
+
+
+def test_lbfgs_verbose_prints_loss_without_changing_the_model(iris, capsys):
+    X, y = iris
+    kw = dict(solver="lbfgs", batch_norm=True, max_iter=20, random_state=0)
+    quiet = MLPClassifier(**kw).fit(X, y)
+    loud = MLPClassifier(verbose=True, **kw).fit(X, y)
+    np.testing.assert_array_equal(quiet.predict_proba(X), loud.predict_proba(X))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Iteration")]
+    assert len(lines) == loud.n_iter_
+    assert float(lines[-1].split("=")[-1]) == pytest.approx(loud.loss_, rel=1e-6)
+
+
+def test_lbfgs_batch_norm_keeps_the_statistics_of_the_whole_training_set(iris):
+    """L-BFGS trains on one batch, the whole set: the running statistics are that batch's at the
+    solution (not a mix of the points the line search tried)."""
+    X, y = iris
+    clf = MLPClassifier(solver="lbfgs", batch_norm=True, max_iter=30, random_state=0).fit(X, y)
+    norm = clf.module_.norms[0]
+    fitted = norm.running_mean.clone(), norm.running_var.clone()
+    norm.momentum = 1.0  # one more training-mode pass: the statistics of X at these weights
+    clf.module_.train()
+    with torch.no_grad():
+        clf.module_(torch.as_tensor(X))
+    torch.testing.assert_close(fitted, (norm.running_mean, norm.running_var))
+
+
 # --- fitted attributes and predictions ----------------------------------------------------------
 
 
@@ -238,6 +275,19 @@ def test_sample_weight_zero_and_integer_match_removal_and_repetition(iris):
     np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-6)
 
 
+def test_batches_of_zero_weight_leave_the_loss_as_without_them(iris):
+    """A minibatch whose samples all weigh zero teaches nothing and is skipped: the reported
+    loss is that of the batches that were used, as if those samples were not there."""
+    X, y = iris
+    kw = dict(shuffle=False, batch_size=50, max_iter=3, tol=0, random_state=0)
+    weight = np.r_[np.zeros(50), np.ones(100)]
+    order = np.r_[np.arange(0, 150, 3), np.arange(1, 150, 3), np.arange(2, 150, 3)]  # classes mixed
+    X, y = X[order], y[order]
+    skipped = MLPClassifier(**kw).fit(X, y, sample_weight=weight)
+    without = MLPClassifier(**kw).fit(X[50:], y[50:])
+    np.testing.assert_allclose(skipped.loss_curve_, without.loss_curve_, rtol=1e-12)
+
+
 def test_class_weight(iris):
     X, y = iris
     mask = (y != 2) | (np.arange(len(y)) % 10 == 0)  # class 2 made rare
@@ -268,6 +318,16 @@ def test_pipeline_grid_search_parallel_and_cross_val(digits):
     assert grid.best_score_ > 0.85 and grid.score(Xt, yt) > 0.85
     scores = cross_val_score(MLPRegressor(max_iter=50, random_state=0), X, y.astype(float), cv=3)
     assert scores.shape == (3,)
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_transform_follows_set_output(iris, Est):
+    pd = pytest.importorskip("pandas")
+    X, y = iris
+    est = Est(hidden_layer_sizes=(4,), max_iter=3).set_output(transform="pandas").fit(X, y)
+    for out in (est.transform(X), est.fit_transform(X, y)):
+        assert isinstance(out, pd.DataFrame)
+        assert list(out.columns) == list(est.get_feature_names_out())
 
 
 def test_pandas_dataframe_feature_names(iris):
@@ -432,11 +492,44 @@ def test_bad_input_raises_clear_errors(iris, Est):
     (dict(dropout=1.0), ValueError, "dropout"),
     (dict(momentum=1.5), ValueError, "momentum"),
     (dict(shuffle="yes"), TypeError, "shuffle"),
+    # a string option given as a number or None is refused, not read as a number
+    (dict(solver=5), ValueError, "solver must be one of"),
+    (dict(solver=None), ValueError, "solver must be one of"),
+    (dict(activation=1), ValueError, "activation must be one of"),
+    (dict(learning_rate=0.5), ValueError, "learning_rate must be one of"),
+    (dict(n_iter_no_change=2.5), TypeError, "n_iter_no_change"),
+    (dict(verbose=-1), ValueError, "verbose"),
+    (dict(random_state=-1), ValueError, "random_state"),
+    (dict(class_weight=np.array([1.0, 2.0, 3.0])), ValueError, "class_weight"),
+    (dict(dropout=0.5, solver="lbfgs"), ValueError, "dropout=0.5 with solver='lbfgs'"),
 ])
 def test_invalid_parameters(iris, params, error, match):
     X, y = iris
     with pytest.raises(error, match=match):
         MLPClassifier(**params).fit(X, y)
+
+
+def test_parameter_errors_are_both_value_and_type_errors(iris):
+    """As scikit-learn's InvalidParameterError: code catching either class catches them."""
+    X, y = iris
+    for params in (dict(max_iter=2.5), dict(max_iter=-1), dict(solver=5)):
+        with pytest.raises(ValueError):
+            MLPClassifier(**params).fit(X, y)
+        with pytest.raises(TypeError):
+            MLPClassifier(**params).fit(X, y)
+
+
+def test_n_iter_no_change_may_be_infinite(iris):
+    X, y = iris
+    clf = MLPClassifier(n_iter_no_change=np.inf, max_iter=3).fit(X, y)
+    assert clf.n_iter_ == 3
+
+
+def test_regressor_accepts_a_bool_target(iris):
+    X, y = iris
+    ours = MLPRegressor(max_iter=3, random_state=0).fit(X, y == 1)
+    ref = MLPRegressor(max_iter=3, random_state=0).fit(X, (y == 1).astype(float))
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
 
 
 def test_single_class_predicts_that_class(iris):
@@ -491,5 +584,35 @@ def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch):
         MLPClassifier(max_iter=3, checkpoint_path=str(path), alpha=0.5).fit(X, y)
     with pytest.raises(ValueError, match="other parameters or data"):
         MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X[:500], y[:500])
+    changed = X.copy()
+    changed[-1] += 1  # one value of the last row
+    with pytest.raises(ValueError, match="other parameters or data"):
+        MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(changed, y)
     MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X, y)  # resumes and completes
     assert not path.exists()
+
+
+def test_checkpoint_resumes_with_a_random_state_instance(digits, tmp_path, monkeypatch):
+    X, _, y, _ = digits
+    path = tmp_path / "fit.ckpt"
+    kw = dict(max_iter=3, tol=0, checkpoint_path=str(path))
+    reference = MLPClassifier(random_state=np.random.RandomState(0), **kw).fit(X, y)
+    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)
+    with pytest.warns(UserWarning, match="interrupted"):
+        MLPClassifier(random_state=np.random.RandomState(0), **kw).fit(X, y)
+    monkeypatch.undo()
+    resumed = MLPClassifier(random_state=np.random.RandomState(0), **kw).fit(X, y)
+    np.testing.assert_array_equal(resumed.loss_curve_, reference.loss_curve_)
+
+
+def test_checkpoint_refusal_explains_an_unseeded_early_stopping_split(digits, tmp_path,
+                                                                       monkeypatch):
+    X, _, y, _ = digits
+    path = tmp_path / "fit.ckpt"
+    kw = dict(max_iter=3, early_stopping=True, checkpoint_path=str(path))
+    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)
+    with pytest.warns(UserWarning, match="interrupted"):
+        MLPClassifier(**kw).fit(X, y)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="set random_state"):
+        MLPClassifier(**kw).fit(X, y)
