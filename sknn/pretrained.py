@@ -7,6 +7,7 @@ renames them to timm's ``tf_efficientnet_lite0``. Weights and their preprocessin
 mean, std, interpolation) travel together as one configuration.
 """
 
+import copy
 import functools
 import os
 import re
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._base import TorchStateMixin, check_param
+from ._base import InvalidParameterError, TorchStateMixin, _is_int, check_param
 from ._data import resolve_device, to_images
 
 _DTYPES = (np.float64, np.float32, np.uint8)
@@ -103,9 +104,10 @@ def _import_timm():
 
 
 def load_backbone(model, weights):
-    """A timm model (or the user's module) in eval mode, with its weights and preprocessing
-    configuration: ``(module, config)``."""
+    """A timm model (or a copy of the user's module) in eval mode, with its weights and
+    preprocessing configuration: ``(module, config)``."""
     if isinstance(model, torch.nn.Module):
+        model = copy.deepcopy(model)  # fit must leave the model parameter as it was
         if weights not in ("default", None):
             model.load_state_dict(_load_weights_file(weights))
         return model.eval(), dict(input_size=None, mean=None, std=None, interpolation="bilinear")
@@ -194,7 +196,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         of the network (0 is the earliest), for more generic, lower-level features.
     input_size : int, (height, width) or None, default=None
         Size images are resized to; None: the model's own (224 for efficientnet_lite0), or no
-        resizing for your own module.
+        resizing for your own module (whose images must then all have one size).
     batch_size : int, default=32
         Images per forward pass.
     device : str, default='auto'
@@ -213,7 +215,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
     Attributes
     ----------
     module_ : torch.nn.Module
-        The backbone, in eval mode.
+        The backbone (a copy of your own module), in eval mode.
     config_ : dict
         Its preprocessing: input_size, mean, std, interpolation.
     device_ : torch.device
@@ -244,6 +246,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         check_param(self, "data_format", options={"auto", "channels_last", "channels_first"})
         if self.layer is not None:
             check_param(self, "layer", kind="int", low=0)
+        size = self.input_size
+        pair = isinstance(size, (tuple, list)) and len(size) == 2
+        if size is not None and not all(_is_int(s) and s > 0 for s in (size if pair else [size])):
+            raise InvalidParameterError("input_size must be None, a positive int or a (height, "
+                                        f"width) pair of positive ints, got {size!r}.")
         resolve_device(self.device)
 
     def fit(self, X, y=None):
@@ -254,11 +261,11 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         self : object
         """
         self._check_params()
-        self._validate_images(X, reset=True)
+        images = self._validate_images(X, reset=True)
         self.module_, config = load_backbone(self.model, self.weights)
         if self.input_size is not None:
             size = self.input_size
-            config["input_size"] = (size, size) if np.ndim(size) == 0 else tuple(size)
+            config["input_size"] = (int(size),) * 2 if _is_int(size) else tuple(map(int, size))
         self.config_ = config
         self.device_ = resolve_device(self.device)
         # Channels-last memory is what the convolution kernels run fastest on (2x on our CPUs).
@@ -269,7 +276,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
                 raise ValueError(f"layer={self.layer} is out of range: this model has "
                                  f"{n_stages} stages to take features from (0 .. "
                                  f"{n_stages - 1}).")
-        probe = np.zeros((2, 3) + (config["input_size"] or (32, 32)), dtype=np.float32)
+        # The number of features, at the size the model sees: input_size, or the images' own.
+        size = config["input_size"] or self._image_size(images)
+        probe = np.zeros((2, 3) + tuple(size), dtype=np.float32)
         self._n_features_out = self._features(probe).shape[1]
         return self
 
@@ -279,10 +288,19 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         """X -> ``(n, C, H, W)`` images in X's own dtype, C in {1, 3, 4}, as a view where
         possible (a list of single images when read from files or PIL images). The conversion
         to normalised float32 happens per batch, in :meth:`_prepare`."""
+        if reset:  # what an earlier fit saw; set again below where X has it
+            for name in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(name, None)
         if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (list, tuple, np.ndarray,
                                                                       float, int, np.number)):
             return [self._check_channels(to_images(img[None], None, "channels_last", False))
                     for img in _read_images(X)]
+        if isinstance(X, (list, tuple)):
+            try:
+                X = np.asarray(X)  # keeps the dtype of uint8 images (check_array makes float64)
+            except ValueError:
+                raise ValueError("X is a list of arrays of different shapes: pass images of one "
+                                 "size as an array, or PIL images or file paths.") from None
         ndim = getattr(X, "ndim", None) or np.asarray(X).ndim
         if ndim <= 2:
             X = validate_data(self, X, dtype=_DTYPES, reset=reset)
@@ -294,6 +312,17 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
             warnings.warn("Float pixel values outside [0, 1]: the pretrained weights expect "
                           "RGB in [0, 1] (pass uint8 images, or divide by 255).")
         return self._check_channels(to_images(X, self.image_shape, self.data_format, False))
+
+    @staticmethod
+    def _image_size(images):
+        """The (height, width) of all the images; a ValueError where they differ."""
+        sizes = sorted({img.shape[-2:] for img in images} if isinstance(images, list)
+                       else {images.shape[2:]})
+        if len(sizes) > 1:
+            (h0, w0), (h1, w1) = sizes[:2]
+            raise ValueError(f"X has images of different sizes ({h0}x{w0}, {h1}x{w1}): a model of "
+                             "your own needs input_size to resize them to one size.")
+        return sizes[0]
 
     @staticmethod
     def _check_channels(images):
@@ -308,7 +337,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
     def _prepare(self, batch, buffer=None):
         """A batch of images -> the model's input: RGB (gray repeated, alpha dropped), float32,
         channels-last, resized, normalised; also returns the buffer it wrote into."""
-        x = torch.from_numpy(np.asarray(batch)).to(self.device_)
+        if any(s < 0 for s in batch.strides):  # flipped views: torch takes positive strides
+            batch = batch.copy(order="K")
+        with warnings.catch_warnings():
+            # Read-only images (PIL images, memmaps) are fine: we never write to them.
+            warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+            x = torch.from_numpy(batch).to(self.device_)
         x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         scale = 1 / 255 if batch.dtype == np.uint8 else 1.0
         size = self.config_["input_size"]
@@ -371,7 +405,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         X_new : ndarray of shape (n_samples, n_features), float32
         """
         check_is_fitted(self)
-        return self._features(self._validate_images(X))
+        images = self._validate_images(X)
+        if self.config_["input_size"] is None:
+            self._image_size(images)
+        return self._features(images)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

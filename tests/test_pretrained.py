@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +161,105 @@ def test_other_timm_model_without_offline_weights_explains_how_to_get_them(photo
     with pytest.raises(ValueError, match="No pretrained weights for 'resnet18' are available "
                                          "offline.*weights="):
         PretrainedFeatureExtractor(model="resnet18").fit(photos)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Three random uint8 RGB images of 40x48, channels last."""
+    return np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), dtype=np.uint8)
+
+
+def own(**params):
+    """An extractor with a small module of our own: fast, and no resizing by default."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU())
+    return PretrainedFeatureExtractor(model=module, device="cpu", **params)
+
+
+def test_views_with_negative_strides(small):
+    fe = own().fit(small)
+    for view in [small[:, :, ::-1], np.flip(small, 0), small.transpose(0, 3, 1, 2)[:, ::-1]]:
+        np.testing.assert_array_equal(fe.transform(view), fe.transform(view.copy()))
+
+
+def test_read_only_images_raise_no_torch_warning():
+    # torch warns about a read-only array once per process: look in a fresh one.
+    code = """if True:
+        import warnings
+        import numpy as np, torch
+        from sknn import PretrainedFeatureExtractor
+        images = np.zeros((2, 8, 8, 3), np.uint8)
+        images.flags.writeable = False
+        fe = PretrainedFeatureExtractor(model=torch.nn.Conv2d(3, 2, 1), device="cpu")
+        warnings.simplefilter("error")
+        fe.fit(images).transform(images)
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_list_of_uint8_images_is_scaled_like_the_array(small):
+    fe = own().fit(small)
+    np.testing.assert_array_equal(fe.transform(list(small)), fe.transform(small))
+    np.testing.assert_array_equal(fe.transform(tuple(small)), fe.transform(small))
+
+
+@pytest.mark.parametrize("size", [0, (0, 32), (32,), (32, 32, 3), -3, 2.5, "32", True])
+def test_bad_input_size(small, size):
+    with pytest.raises((ValueError, TypeError), match="input_size"):
+        own(input_size=size).fit(small)
+
+
+def test_input_size(small):
+    for size, shape in [(16, (16, 16)), (np.int64(16), (16, 16)), ((16, 24), (16, 24)),
+                        ([16, 24], (16, 24))]:
+        fe = own(input_size=size, pooling=None).fit(small)
+        assert fe.config_["input_size"] == shape
+        assert fe.transform(small).shape == (3, 2 * 16 * shape[1])
+
+
+def test_feature_names_of_own_module_without_pooling(small):
+    pd = pytest.importorskip("pandas")
+    fe = own(pooling=None).fit(small)
+    assert len(fe.get_feature_names_out()) == fe.transform(small).shape[1] == 2 * 40 * 48
+    out = fe.set_output(transform="pandas").transform(small)
+    assert isinstance(out, pd.DataFrame) and out.shape == (3, 2 * 40 * 48)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 32])
+def test_images_of_different_sizes_need_input_size(small, batch_size):
+    Image = pytest.importorskip("PIL.Image")
+    X = [Image.fromarray(img) for img in [small[0], small[1, :30], small[2]]]
+    for pooling in ["avg", None]:
+        fe = own(batch_size=batch_size, pooling=pooling).fit(small)
+        with pytest.raises(ValueError, match="different sizes.*input_size"):
+            fe.transform(X)
+        with pytest.raises(ValueError, match="different sizes.*input_size"):
+            own(batch_size=batch_size, pooling=pooling).fit(X)
+        resized = own(batch_size=batch_size, pooling=pooling, input_size=16).fit(X)
+        assert resized.transform(X).shape == (3, 2 if pooling else 2 * 16 * 16)
+    with pytest.raises(ValueError, match="list of arrays of different shapes"):
+        fe.transform([small[0], small[1, :30]])
+
+
+def test_refit_forgets_what_an_earlier_fit_saw(small):
+    pd = pytest.importorskip("pandas")
+    Image = pytest.importorskip("PIL.Image")
+    fe = own().fit(pd.DataFrame(small[..., 0].reshape(3, -1)).add_prefix("px")).fit(small)
+    assert not hasattr(fe, "feature_names_in_") and fe.n_features_in_ == 40 * 48 * 3
+    fe.fit([Image.fromarray(img) for img in small])
+    assert not hasattr(fe, "n_features_in_") and not hasattr(fe, "feature_names_in_")
+
+
+def test_fit_leaves_own_module_as_it_was(small, tmp_path):
+    fe = own()
+    module = fe.model
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    fe.fit(small)
+    assert fe.module_ is not module and module.training and not fe.module_.training
+    assert module[0].weight.is_contiguous()  # not made channels-last
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU())
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    fe.set_params(weights=str(tmp_path / "other.pth")).fit(small)
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert torch.equal(fe.module_[0].weight, other[0].weight)
