@@ -286,6 +286,10 @@ def fit_stochastic(est, module, loss, data, *, validation=None, incremental=Fals
         checkpoint.remove()  # the fit completed: nothing to resume
 
 
+# Rows per chunk when L-BFGS evaluates its objective over sparse or host-held data.
+LBFGS_CHUNK_ROWS = 8192
+
+
 def fit_lbfgs(est, module, loss, data):
     """Full-batch L-BFGS-B (scipy) on the module's flattened parameters, gradients by autograd.
 
@@ -295,8 +299,19 @@ def fit_lbfgs(est, module, loss, data):
     params = [p for p in module.parameters() if p.requires_grad]
     decayed = _penalised(params)
     alpha = float(est.alpha)
-    X, Y, W = data.all()
-    s = float(data.n_samples if data.sample_weight is None else data.sample_weight.sum())
+    norms = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d,
+                                                           torch.nn.BatchNorm2d))]
+    n = data.n_samples
+    s = float(n if data.sample_weight is None else data.sample_weight.sum())
+    if data.stream and not norms:
+        # Sparse or host-held data: the objective is a sum over samples, evaluated over chunks
+        # of rows, so that the whole set is never dense on the device at once. (Batch norm
+        # needs the whole set's statistics: it takes it in one piece.)
+        starts = range(0, n, LBFGS_CHUNK_ROWS)
+        chunks = lambda: (data.batch(slice(a, a + LBFGS_CHUNK_ROWS)) for a in starts)  # noqa: E731
+    else:
+        whole = data.all()
+        chunks = lambda: (whole,)  # noqa: E731
     module.train()
     last = {}
 
@@ -307,8 +322,13 @@ def fit_lbfgs(est, module, loss, data):
     def objective_and_grad(flat):
         with torch.no_grad():
             set_params(flat)
-        objective, grads = objective_and_grads(module, loss, X, Y, W, 1.0 / s, alpha, params)
-        value = float(objective) * loss.report_scale
+        objective, grads = 0.0, None
+        for k, (X, Y, W) in enumerate(chunks()):  # the L2 term of the gradient: once
+            part, part_grads = objective_and_grads(module, loss, X, Y, W, 1.0 / s,
+                                                   0.0 if k else alpha, params)
+            objective += float(part)
+            grads = part_grads if grads is None else [g + h for g, h in zip(grads, part_grads)]
+        value = objective * loss.report_scale
         if alpha:
             value += 0.5 * alpha / s * sum(float(p.detach().square().sum()) for p in decayed)
         last["x"], last["value"] = flat.copy(), value
@@ -334,8 +354,6 @@ def fit_lbfgs(est, module, loss, data):
         module.eval()
     if not np.isfinite(res.fun):
         raise _diverged(est, "during L-BFGS")
-    norms = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d,
-                                                           torch.nn.BatchNorm2d))]
     momenta = [m.momentum for m in norms]
     with torch.no_grad():
         set_params(res.x)
@@ -346,7 +364,7 @@ def fit_lbfgs(est, module, loss, data):
             m.momentum = 1.0
         module.train()
         try:
-            data_term = float(loss(module(X, None, W), Y, W)) / s
+            data_term = sum(float(loss(module(X, None, W), Y, W)) for X, Y, W in chunks()) / s
         finally:
             module.eval()
             for m, momentum in zip(norms, momenta):

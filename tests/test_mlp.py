@@ -183,6 +183,26 @@ def test_poisson_requires_nonnegative_targets(diabetes):
         MLPRegressor(loss="poisson").fit(X, y)
 
 
+def test_lbfgs_on_sparse_input_densifies_a_chunk_at_a_time(digits, monkeypatch):
+    """L-BFGS evaluates its full-batch objective over chunks of rows of a sparse X: the same
+    model as on the dense copy, without the whole matrix ever dense."""
+    from sknn import _data, _engine
+    X, _, y, _ = digits
+    kw = dict(solver="lbfgs", max_iter=15, random_state=0)
+    dense = MLPClassifier(**kw).fit(X, y)
+    monkeypatch.setattr(_engine, "LBFGS_CHUNK_ROWS", 100)
+    densified = []
+    sparse_rows = _data.sparse_rows
+    monkeypatch.setattr(_data, "sparse_rows", lambda X, rows, *a: densified.append(
+        len(range(*rows.indices(X.shape[0]))) if isinstance(rows, slice) else len(rows))
+        or sparse_rows(X, rows, *a))
+    sparse = MLPClassifier(**kw).fit(sp.csr_matrix(X), y)
+    assert densified and max(densified) <= 100
+    assert sparse.n_iter_ == dense.n_iter_
+    assert sparse.loss_ == pytest.approx(dense.loss_, rel=1e-9)
+    np.testing.assert_allclose(sparse.predict_proba(X), dense.predict_proba(X), atol=1e-9)
+
+
 def test_sparse_input_matches_dense(digits):
     X, Xt, y, _ = digits
     dense = MLPClassifier(max_iter=5, random_state=0).fit(X, y)
