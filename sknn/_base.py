@@ -247,12 +247,14 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
 
     def _fingerprint(self, X, Y, weight):
         """What a checkpoint must match to be resumed: estimator, parameters and data (all of
-        it, hashed). A RandomState given as random_state counts by its state, not its identity."""
+        it, hashed). A RandomState given as random_state counts by its state, not its identity;
+        the device by its kind (a GPU's random-number state does not resume on the CPU)."""
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("checkpoint_path", "verbose", "device")}
         if isinstance(params["random_state"], np.random.RandomState):
             params["random_state"] = joblib.hash(params["random_state"].get_state())
-        return (type(self).__name__, repr(sorted(params.items())), joblib.hash((X, Y, weight)))
+        return (type(self).__name__, repr(sorted(params.items())), self.device_.type,
+                joblib.hash((X, Y, weight)))
 
     def _check_fit_input(self, X, y, reset):
         """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""

@@ -612,6 +612,14 @@ def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch):
     assert not path.exists()
 
 
+def test_checkpoint_of_another_device_kind_is_refused(digits):
+    X, _, y, _ = digits
+    clf = MLPClassifier(max_iter=1).fit(X, y)
+    on_cpu = clf._fingerprint(X, y, None)
+    clf.device_ = torch.device("cuda")
+    assert clf._fingerprint(X, y, None) != on_cpu
+
+
 def test_checkpoint_resumes_with_a_random_state_instance(digits, tmp_path, monkeypatch):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
