@@ -87,8 +87,9 @@ def hidden_layers(est):
 
 class TorchStateMixin:
     """Pickling for estimators that hold a fitted torch module in ``module_`` on ``device_``:
-    the state is saved on the CPU, so a model fitted on a GPU loads on a machine without one,
-    and goes back to its device where that device exists."""
+    the state is saved on the CPU (so is a module given as the ``model`` parameter), so a model
+    fitted on a GPU loads on a machine without one, and goes back to its device where that
+    device exists."""
 
     def _move_to(self, device):
         self.module_.to(device)
@@ -98,6 +99,10 @@ class TorchStateMixin:
 
     def __getstate__(self):
         state = super().__getstate__()
+        model = state.get("model")  # a module of the user's, given as a parameter
+        if isinstance(model, torch.nn.Module) and any(
+                t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
+            state["model"] = copy.deepcopy(model).cpu()
         if "module_" in state and self.device_.type != "cpu":
             state["module_"] = copy.deepcopy(self.module_).cpu()
             if "_optimizer" in state:

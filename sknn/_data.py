@@ -64,6 +64,9 @@ def _fits_on_device(nbytes, device, share=0.5):
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
+    # Memory torch holds in its cache but does not use is free to us too (the driver counts it
+    # as taken): without it, repeated fits in one process would stream sooner and sooner.
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return nbytes <= share * free
 
 

@@ -342,7 +342,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         with warnings.catch_warnings():
             # Read-only images (PIL images, memmaps) are fine: we never write to them.
             warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
-            x = torch.from_numpy(batch).to(self.device_)
+            # float64 images go over as float32, what the model takes (MPS has no float64)
+            x = torch.from_numpy(batch).to(
+                self.device_, torch.float32 if batch.dtype == np.float64 else None)
         x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         scale = 1 / 255 if batch.dtype == np.uint8 else 1.0
         size = self.config_["input_size"]

@@ -263,3 +263,17 @@ def test_fit_leaves_own_module_as_it_was(small, tmp_path):
     for k, v in module.state_dict().items():
         assert torch.equal(v, before[k])
     assert torch.equal(fe.module_[0].weight, other[0].weight)
+
+
+def test_float64_images_give_the_float32_images_features(small):
+    """float64 images go to the model as float32 (what it takes; MPS has no float64)."""
+    images = small / np.float32(255)
+    fe = own(input_size=32).fit(images)
+    np.testing.assert_array_equal(fe.transform(images.astype(np.float64)), fe.transform(images))
+
+
+def test_pickle_keeps_a_cpu_module_parameter_as_it_is(small):
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1))
+    fe = PretrainedFeatureExtractor(model=module, device="cpu").fit(small)
+    state = fe.__getstate__()
+    assert state["model"] is module
