@@ -59,6 +59,14 @@ def fit_sklearn(X, y, Xt, yt, seed):
     return elapsed / EPOCHS, clf.score(Xt, yt)
 
 
+def _skorch_version():
+    try:
+        import skorch
+    except ImportError:
+        return None
+    return skorch.__version__
+
+
 def skorch_runner(device):
     try:
         from skorch import NeuralNetClassifier
@@ -101,7 +109,8 @@ def main(argv=None):
         runners["skorch"] = skorch
     results = {name: {"ms_per_epoch": [], "accuracy": []} for name in runners}
     with threadpool_limits(THREADS):
-        fit_sknn(args.device)(X[:2000], y[:2000], Xt, yt, 0)  # warm-up: first-call costs
+        for run in runners.values():  # warm-up, for every library alike: first-call costs
+            run(X[:2000], y[:2000], Xt, yt, 0)
         for r in range(args.rounds):
             for name, run in runners.items():
                 sec, acc = run(X, y, Xt, yt, r)
@@ -125,7 +134,10 @@ def main(argv=None):
         print(f"| {name} | {med[name]:.1f} | {ratios[name]:.2f} | {acc[name]:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "mlp_speed", "device": args.device, "rounds": args.rounds,
+            meta = metadata()
+            meta["versions"]["skorch"] = _skorch_version()
+            json.dump({**meta, "benchmark": "mlp_speed", "device": args.device,
+                       "rounds": args.rounds,
                        "blas": [{k: d.get(k) for k in ("internal_api", "version",
                                                        "architecture", "num_threads")}
                                 for d in threadpool_info()],
