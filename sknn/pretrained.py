@@ -278,6 +278,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
                                  f"{n_stages - 1}).")
         # The number of features, at the size the model sees: input_size, or the images' own.
         size = config["input_size"] or self._image_size(images)
+        self._fitted_size = tuple(size)
         probe = np.zeros((2, 3) + tuple(size), dtype=np.float32)
         self._n_features_out = self._features(probe).shape[1]
         return self
@@ -409,7 +410,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         check_is_fitted(self)
         images = self._validate_images(X)
         if self.config_["input_size"] is None:
-            self._image_size(images)
+            size = self._image_size(images)
+            if self.pooling is None and tuple(size) != self._fitted_size:
+                # A flattened feature map has as many features as the map has cells.
+                raise ValueError(
+                    f"X has images of {size[0]}x{size[1]} pixels, but this extractor was fitted "
+                    f"on {self._fitted_size[0]}x{self._fitted_size[1]}: with pooling=None the "
+                    "number of features depends on the size; set input_size, or pool.")
         return self._features(images)
 
     def __sklearn_tags__(self):

@@ -277,3 +277,11 @@ def test_pickle_keeps_a_cpu_module_parameter_as_it_is(small):
     fe = PretrainedFeatureExtractor(model=module, device="cpu").fit(small)
     state = fe.__getstate__()
     assert state["model"] is module
+
+
+def test_unpooled_features_need_images_of_the_fitted_size(small):
+    fe = own(pooling=None).fit(small)
+    assert fe.transform(small).shape[1] == len(fe.get_feature_names_out())
+    with pytest.raises(ValueError, match="fitted on 40x48: with pooling=None"):
+        fe.transform(small[:, :32, :32])
+    assert own().fit(small).transform(small[:, :32, :32]).shape == (3, 2)  # pooled: any size
