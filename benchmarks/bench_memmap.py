@@ -1,11 +1,20 @@
-"""Training from a numpy memmap bigger than we want to load: 1,000,000 x 100 float32 (400 MB).
+"""Training from a numpy memmap bigger than we want to load: 1,000,000 x 100 float32 (381 MiB).
 
-The data is written to a temporary memmap file chunk by chunk; a fresh process then fits
-sknn's MLPClassifier on it (2 epochs, CPU) and reports its peak resident memory (VmHWM) next to
-its memory right after the imports, and the data's size. The memmap is not copied: sknn's
-tensors share its pages, and minibatches are gathered from it row by row.
+The data is written to a temporary memmap file chunk by chunk; then, for each of
+``early_stopping=False`` and ``True``, a fresh process fits sknn's MLPClassifier on it (2 epochs,
+CPU) while a thread samples its anonymous resident memory (``RssAnon``: the heap, not the
+memmap's file-backed pages). It reports that memory's peak growth during the fit, the peak
+resident memory (``VmHWM``, which counts the memmap's pages read too) next to the resident memory
+right before the fit, and the data's size. The memmap is not copied: sknn's tensor shares its
+pages, minibatches are gathered from it one by one, and early stopping's training rows are
+gathered by index (only the 10% held out are copied).
 
-    python benchmarks/bench_memmap.py [--rows 1000000] [--json PATH]
+Data at most ``sknn._data.GATHER_LIMIT`` (256 MiB) in size would be gathered into one shuffled
+copy per epoch instead: so that the benchmark always measures the batch-by-batch path, the limit
+is lowered to a quarter of the data's size for smaller data (``--quick``: 100,000 rows, 38 MiB)
+unless ``--gather-limit-mb`` says otherwise.
+
+    python benchmarks/bench_memmap.py [--quick] [--rows N] [--gather-limit-mb MB] [--json PATH]
 """
 
 import argparse
@@ -20,55 +29,96 @@ import numpy as np
 from _meta import RSS_MB_SOURCE, metadata
 
 CHILD = RSS_MB_SOURCE + r"""
-import sys, time, warnings
+import sys, threading, time, warnings
 import numpy as np
 
 import torch, sknn
+from sknn import _data
 torch.set_num_threads(2)
-base = rss_mb("VmRSS")
-path, rows = sys.argv[1], int(sys.argv[2])
+path, rows, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+early_stopping = sys.argv[4] == "1"
+_data.GATHER_LIMIT = limit
 X = np.memmap(path + ".X", dtype=np.float32, mode="r", shape=(rows, 100))
 y = np.memmap(path + ".y", dtype=np.int64, mode="r", shape=(rows,))
+base, anon_base = rss_mb("VmRSS"), rss_mb("RssAnon")
+anon_peak, done = anon_base, False
+
+def sample():  # RssAnon has no peak counter: sample it
+    global anon_peak
+    while not done:
+        anon_peak = max(anon_peak, rss_mb("RssAnon"))
+        time.sleep(0.005)
+
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
 tic = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    clf = sknn.MLPClassifier((64,), max_iter=2, random_state=0, device="cpu").fit(X, y)
+    clf = sknn.MLPClassifier((64,), max_iter=2, random_state=0, device="cpu",
+                             early_stopping=early_stopping).fit(X, y)
 seconds = time.perf_counter() - tic
+done = True
+thread.join()
+anon_peak = max(anon_peak, rss_mb("RssAnon"))
 acc = clf.score(X[:20000], y[:20000])
-print(base, rss_mb("VmHWM"), seconds, acc)
+print(base, rss_mb("VmHWM"), anon_peak - anon_base, seconds, acc)
 """
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=None,
+                        help="rows of 100 float32 (default 1,000,000; 100,000 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="100,000 rows (38 MiB)")
+    parser.add_argument("--gather-limit-mb", type=float, default=None,
+                        help="sknn._data.GATHER_LIMIT in MiB for the fits (default: sknn's, or a "
+                             "quarter of the data where that is not below it)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    rows = args.rows or (100_000 if args.quick else 1_000_000)
+    data_bytes = rows * 100 * 4
+    data_mb = data_bytes / 2**20
+    if args.gather_limit_mb is not None:
+        limit = int(args.gather_limit_mb * 2**20)
+    else:
+        from sknn._data import GATHER_LIMIT
+        limit = GATHER_LIMIT if data_bytes > GATHER_LIMIT else data_bytes // 4
+    path_kind = "batch by batch" if data_bytes > limit else "one shuffled copy per epoch"
+    print(f"data: {rows:,} x 100 float32 memmap = {data_mb:.0f} MiB; gather limit "
+          f"{limit / 2**20:.0f} MiB: minibatches gathered {path_kind}")
+
     rng = np.random.RandomState(0)
     w = rng.randn(100)
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "data")
-        X = np.memmap(path + ".X", dtype=np.float32, mode="w+", shape=(args.rows, 100))
-        y = np.memmap(path + ".y", dtype=np.int64, mode="w+", shape=(args.rows,))
-        for start in range(0, args.rows, 100_000):
-            chunk = rng.randn(min(100_000, args.rows - start), 100).astype(np.float32)
+        X = np.memmap(path + ".X", dtype=np.float32, mode="w+", shape=(rows, 100))
+        y = np.memmap(path + ".y", dtype=np.int64, mode="w+", shape=(rows,))
+        for start in range(0, rows, 100_000):
+            chunk = rng.randn(min(100_000, rows - start), 100).astype(np.float32)
             X[start:start + len(chunk)] = chunk
             y[start:start + len(chunk)] = (chunk @ w > 0).astype(np.int64)
         X.flush()
         y.flush()
         del X, y
-        out = subprocess.run([sys.executable, "-c", CHILD, path, str(args.rows)],
-                             capture_output=True, text=True, check=True).stdout.split()
-    base, peak, seconds, acc = (float(v) for v in out)
-    data_mb = args.rows * 100 * 4 / 2**20
-    print(f"data: {args.rows:,} x 100 float32 memmap = {data_mb:.0f} MB")
-    print(f"process memory after imports: {base:.0f} MB; peak during fit: {peak:.0f} MB "
-          f"(+{peak - base:.0f} MB, {(peak - base) / data_mb:.2f}x the data)")
-    print(f"fit: 2 epochs in {seconds:.1f} s; training accuracy on 20,000 rows {acc:.3f}")
+        for early_stopping in (False, True):
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, path, str(rows), str(limit),
+                 str(int(early_stopping))], capture_output=True, text=True, check=True)
+            base, peak, anon, seconds, acc = (float(v) for v in out.stdout.split())
+            name = "early_stopping" if early_stopping else "plain"
+            runs[name] = {"early_stopping": early_stopping, "rss_before_fit_mb": base,
+                          "peak_rss_mb": peak, "anon_growth_mb": anon, "fit_seconds": seconds,
+                          "accuracy": acc}
+            print(f"early_stopping={early_stopping}: anonymous memory +{anon:.0f} MiB during fit "
+                  f"({anon / data_mb:.2f}x the data); resident memory {base:.0f} MiB before fit, "
+                  f"peak {peak:.0f} MiB (+{peak - base:.0f} MiB, memmap pages included); "
+                  f"2 epochs in {seconds:.1f} s; training accuracy on 20,000 rows {acc:.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**metadata(), "benchmark": "memmap", "rows": args.rows, "data_mb": data_mb, "rss_after_imports_mb": base,
-                       "peak_rss_mb": peak, "fit_seconds": seconds, "accuracy": acc}, f, indent=2)
+            json.dump({**metadata(), "benchmark": "memmap", "rows": rows, "data_mb": data_mb,
+                       "gather_limit_mb": limit / 2**20, "per_batch": data_bytes > limit,
+                       "runs": runs}, f, indent=2)
 
 
 if __name__ == "__main__":

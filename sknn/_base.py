@@ -98,7 +98,9 @@ class TorchStateMixin:
         self.device_ = device
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: on Python >= 3.11, object.__getstate__ returns the instance's own __dict__,
+        # and the moves below must not swap the live estimator's module for a CPU copy.
+        state = dict(super().__getstate__())
         model = state.get("model")  # a module of the user's, given as a parameter
         if isinstance(model, torch.nn.Module) and any(
                 t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
@@ -234,10 +236,13 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
                                  "'validation_fraction' or the size of your dataset.")
             X_val, y_val = X[val], y[val]
             sw_val = None if sample_weight is None else sample_weight[val]
-            X, Y = X[train], Y[train]
+            # X's training rows are not copied (X may be a memmap): the data gathers them by
+            # index. Y and the weights are the training rows' own.
+            Y = Y[train]
             weight = None if weight is None else weight[train]
             validation = lambda: self._score(X_val, y_val, sw_val)  # noqa: E731
-        data = TrainingData(X, Y, weight, device, dtype)
+        data = TrainingData(X, Y, weight, device, dtype,
+                            rows=train if self.early_stopping else None)
         checkpoint = None
         if self.checkpoint_path is not None:
             hint = ("with early_stopping=True and random_state=None, each fit draws another "
@@ -312,8 +317,9 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
     # --- inference --------------------------------------------------------------------------
 
     def _inference_module(self):
-        """The fitted module in float64 (a copy when trained in float32): inference in float64 is
-        batch-invariant, so a sample gets the same output alone or inside any batch."""
+        """The fitted module in float64 (a copy when trained in float32): a float32-trained
+        model's outputs then do not depend on the batch a sample comes in (in float64 the BLAS
+        may take other paths for small batches, which can move the last bit or two)."""
         module = self.module_
         if self.device_.type == "mps" or next(module.parameters()).dtype == torch.float64:
             return module

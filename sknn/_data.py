@@ -82,22 +82,39 @@ class TrainingData:
     memory); otherwise it stays on the host (a numpy memmap is not loaded, its pages are shared)
     and each minibatch is gathered there and copied over from pinned memory. Sparse X stays on
     the host in CSR form and is densified one minibatch at a time.
+
+    ``rows`` (an index array, or None for all of X in order): the rows of X that are the training
+    samples, in their order; ``Y`` and ``sample_weight`` then hold those samples only. Early
+    stopping's training part is a view of X this way, not a copy of it: sample ``i`` is row
+    ``rows[i]`` of X, and each minibatch is gathered from X itself.
     """
 
-    def __init__(self, X, Y, sample_weight, device, dtype, stream=None):
-        self.n_samples = X.shape[0]
+    def __init__(self, X, Y, sample_weight, device, dtype, stream=None, rows=None):
+        self.n_samples = X.shape[0] if rows is None else len(rows)
+        if Y.shape[0] != self.n_samples:
+            raise ValueError(f"Y has {Y.shape[0]} rows for {self.n_samples} training samples")
         self.sparse = sp.issparse(X)
         self.device, self.dtype = device, dtype
+        self._row_bytes = 0 if self.sparse else int(np.prod(X.shape[1:])) * (
+            torch.finfo(dtype).bits // 8)
         if stream is None:
-            nbytes = 0 if self.sparse else X.shape[0] * int(np.prod(X.shape[1:])) * (
-                torch.finfo(dtype).bits // 8)
-            stream = not _fits_on_device(nbytes + Y.nbytes, device)
+            # All of X goes where the data lives, rows or not.
+            stream = not _fits_on_device(X.shape[0] * self._row_bytes + Y.nbytes, device)
         self.stream = stream or self.sparse
         home = torch.device("cpu") if self.stream else device
         self.X = sp.csr_matrix(X) if self.sparse else to_tensor(X, home, dtype)
         self.Y = to_tensor(Y, home, dtype if Y.dtype.kind == "f" else None)
         self.sample_weight = sample_weight
         self.W = None if sample_weight is None else to_tensor(sample_weight, home, dtype)
+        # Rows of X, on the host (numpy: streamed batches, sparse data) and where X is.
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self._rows = None if rows is None else torch.from_numpy(self.rows).to(home)
+
+    def _x_rows(self, rows):
+        """Rows of X for samples ``rows`` (a slice or an index tensor where X is)."""
+        if self._rows is None:
+            return rows
+        return self._rows[rows]
 
     def permuted(self, idx):
         """The set in the order of ``idx`` (an index tensor on the device), gathered in one pass
@@ -105,13 +122,15 @@ class TrainingData:
         data, or where that second copy would take more than ``GATHER_LIMIT`` bytes."""
         if self.stream:
             return None
-        nbytes = sum(t.numel() * t.element_size() for t in (self.X, self.Y, self.W)
-                     if t is not None)
+        nbytes = self.n_samples * self._row_bytes + sum(
+            t.numel() * t.element_size() for t in (self.Y, self.W) if t is not None)
         if nbytes > GATHER_LIMIT:
             return None
         out = copy.copy(self)
-        out.X, out.Y = self.X.index_select(0, idx), self.Y.index_select(0, idx)
+        out.X = self.X.index_select(0, self._x_rows(idx))
+        out.Y = self.Y.index_select(0, idx)
         out.W = None if self.W is None else self.W.index_select(0, idx)
+        out.rows = out._rows = None  # the gathered copy holds the training samples only
         return out
 
     def _to_device(self, t):
@@ -124,21 +143,28 @@ class TrainingData:
         if self.stream:
             if not isinstance(rows, slice):
                 rows = torch.from_numpy(np.asarray(rows_np))
+            if self.rows is None:
+                x_rows = rows
+            else:  # sample i is row self.rows[i] of X
+                x_rows = torch.from_numpy(self.rows[rows if isinstance(rows, slice)
+                                                    else rows.numpy()])
             if self.sparse:
-                xb = sparse_rows(self.X, rows if isinstance(rows, slice) else rows.numpy(),
+                xb = sparse_rows(self.X, x_rows if isinstance(x_rows, slice) else x_rows.numpy(),
                                  self.device, self.dtype)
             else:
-                xb = self._to_device(self.X[rows] if isinstance(rows, slice)
-                                     else self.X.index_select(0, rows))
+                xb = self._to_device(self.X[x_rows] if isinstance(x_rows, slice)
+                                     else self.X.index_select(0, x_rows))
             yb = self._to_device(self.Y[rows] if isinstance(rows, slice)
                                  else self.Y.index_select(0, rows))
             wb = None if self.W is None else self._to_device(
                 self.W[rows] if isinstance(rows, slice) else self.W.index_select(0, rows))
             return xb, yb, wb
+        x_rows = self._x_rows(rows)
+        xb = self.X[x_rows] if isinstance(x_rows, slice) else self.X.index_select(0, x_rows)
         if isinstance(rows, slice):
-            return self.X[rows], self.Y[rows], None if self.W is None else self.W[rows]
+            return xb, self.Y[rows], None if self.W is None else self.W[rows]
         wb = None if self.W is None else self.W.index_select(0, rows)
-        return self.X.index_select(0, rows), self.Y.index_select(0, rows), wb
+        return xb, self.Y.index_select(0, rows), wb
 
     def batch_weight_sums(self, order, starts, stops):
         """Per-batch sum of sample weights (the batch size when unweighted), as Python floats."""

@@ -336,27 +336,35 @@ def fit_lbfgs(est, module, loss, data):
         return value, flat_grad.cpu().numpy().astype(np.float64)
 
     def report(flat):
-        # The accepted point is the last one evaluated: print its value rather than evaluate
-        # again, which would also move batch-norm statistics.
+        # scipy calls this after each iteration with the point it accepted (its own buffer,
+        # which it overwrites: copy it), kept for Ctrl-C. The accepted point is the last one
+        # evaluated: print its value rather than evaluate again, which would also move
+        # batch-norm statistics.
+        accepted["x"], accepted["nit"] = flat.copy(), accepted["nit"] + 1
         if est.verbose:
             value = (last["value"] if np.array_equal(flat, last.get("x"))
                      else objective_and_grad(flat)[0])
-            print("Iteration %d, loss = %.8f" % (len(trace) + 1, value))
-        trace.append(None)
+            print("Iteration %d, loss = %.8f" % (accepted["nit"], value))
 
-    trace = []
     x0 = torch.nn.utils.parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
+    accepted = {"x": x0, "nit": 0}
+    res = None
     try:
         res = scipy.optimize.minimize(
             objective_and_grad, x0, method="L-BFGS-B", jac=True, callback=report,
             options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol})
+    except KeyboardInterrupt:
+        # As the stochastic solvers do: stop with a usable model, here the last point L-BFGS
+        # accepted (the lowest objective of its iterates; the initial one before the first).
+        warnings.warn("Training interrupted by user.")
     finally:
         module.eval()
-    if not np.isfinite(res.fun):
+    if res is not None and not np.isfinite(res.fun):
         raise _diverged(est, "during L-BFGS")
+    x, n_iter = (accepted["x"], accepted["nit"]) if res is None else (res.x, int(res.nit))
     momenta = [m.momentum for m in norms]
     with torch.no_grad():
-        set_params(res.x)
+        set_params(x)
         # One pass in training mode at the solution: the loss of the objective minimised, and
         # batch-norm running statistics set to the whole training set's (the evaluations of
         # the line search left them a mix of the points it tried).
@@ -371,8 +379,8 @@ def fit_lbfgs(est, module, loss, data):
                 m.momentum = momentum
         penalty = 0.5 * alpha * float(sum(p.square().sum() for p in decayed)) / s
     est.loss_ = data_term * loss.report_scale + penalty
-    est.n_iter_ = int(res.nit)
-    if res.status != 0:
+    est.n_iter_ = n_iter
+    if res is not None and res.status != 0:
         msg = res.message.decode() if isinstance(res.message, bytes) else res.message
         warnings.warn(
             f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n"

@@ -45,8 +45,10 @@ _PARAMETERS = """
         Whether to shuffle the samples in each epoch.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, the shuffles, the early-stopping split and dropout, through
-        generators of the estimator's own: the global numpy and torch generators are not used.
+        Seeds weight initialisation, the shuffles, the early-stopping split and dropout. An int
+        or a RandomState is the only source: the global generators are left alone. None, as in
+        scikit-learn, draws from numpy's global generator (``np.random.seed`` makes the fit
+        reproducible). A fit never draws from torch's global generator.
 
     tol : float, default=1e-4
         Tolerance of the optimisation: training stops when the loss (or validation score) has
