@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -68,12 +69,19 @@ def test_flat_rows_square_strip_and_image_shape():
 
 
 def test_uint8_images_are_scaled():
+    """uint8 pixels are the float32 images ``pixels / 255``: the same input, so the same model
+    and bit-identical probabilities."""
     X, y = quadrant_images(40, 8, 8, 1)
     as_uint8 = (X * 255).round().astype(np.uint8)
+    scaled = as_uint8.astype(np.float32) / np.float32(255)
     a = small_net(max_iter=3).fit(as_uint8, y)
-    b = small_net(max_iter=3).fit(as_uint8.astype(np.float32) / 255, y)
-    assert a.module_.out.weight.dtype == b.module_.out.weight.dtype
-    np.testing.assert_allclose(a.predict_proba(as_uint8), b.predict_proba(X), atol=1e-2)
+    b = small_net(max_iter=3).fit(scaled, y)
+    assert a.module_.out.weight.dtype == b.module_.out.weight.dtype == torch.float32
+    for (name, p), q in zip(a.module_.state_dict().items(), b.module_.state_dict().values()):
+        assert torch.equal(p, q), name
+    np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+    np.testing.assert_array_equal(a.predict_proba(as_uint8), b.predict_proba(scaled))
+    np.testing.assert_array_equal(a.predict_proba(as_uint8), a.predict_proba(scaled))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 10), (1, 8, 8), (3, 224, 224), (1, 3, 200)])
@@ -153,3 +161,98 @@ def test_list_of_uint8_images_is_scaled_as_the_array_is():
     np.testing.assert_array_equal(clf.predict_proba(list(X8)), clf.predict_proba(X8))
     again = small_net(max_iter=2).fit(list(X8), list(y))
     np.testing.assert_array_equal(again.predict_proba(X8), clf.predict_proba(X8))
+
+
+# --- early stopping, checkpoints, inference chunks ----------------------------------------------
+
+
+def _state(module):
+    """A copy of a module's whole state: parameters and buffers (batch-norm statistics)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_early_stopping_restores_the_best_epoch_with_its_batch_norm_statistics(monkeypatch):
+    X, y = quadrant_images(150, 8, 8, 1, seed=1)
+    seen = []  # per validation: (score, the module's state, the hold-out)
+    score = ConvNetClassifier._score
+
+    def recording(self, X_val, y_val, sample_weight=None):
+        seen.append((score(self, X_val, y_val, sample_weight), _state(self.module_), X_val,
+                     y_val))
+        return seen[-1][0]
+
+    monkeypatch.setattr(ConvNetClassifier, "_score", recording)
+    clf = small_net(conv_layers=(4,), hidden_layer_sizes=(8,), early_stopping=True,
+                    validation_fraction=0.2, n_iter_no_change=2, max_iter=40, batch_size=16,
+                    learning_rate_init=0.003).fit(X, y)
+    monkeypatch.undo()
+    scores = [s for s, *_ in seen]
+    assert scores == clf.validation_scores_
+    assert clf.n_iter_ < clf.max_iter  # stopped early: the last epochs were not the best
+    best = int(np.argmax(scores))  # the first best epoch: a tie does not replace it
+    assert clf.best_validation_score_ == scores[best]
+    assert 0 < best < len(scores) - 1  # neither the initial nor the last epoch's model
+    best_state, last_state = seen[best][1], seen[-1][1]
+    statistics = [k for k in best_state if "running" in k]
+    assert len(statistics) == 4  # the convolution's and the dense layer's batch norms
+    for k in statistics:  # they moved after the best epoch: restoring them is needed
+        assert not torch.equal(best_state[k], last_state[k]), k
+    _assert_same_state(_state(clf.module_), best_state)
+    X_val, y_val = seen[0][2], seen[0][3]
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+
+
+
+@pytest.mark.parametrize("params", [
+    dict(),
+    dict(early_stopping=True, dropout=0.2, augment_shift=1, augment_flip=True),
+])
+def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(tmp_path, monkeypatch, params, raise_at_step):
+    X, y = quadrant_images(100, 8, 8, 1)
+    path = tmp_path / "fit.ckpt"
+    kw = dict(max_iter=5, tol=0, batch_size=32, checkpoint_path=str(path), **params)
+    reference = small_net(**kw).fit(X, y)
+    assert not path.exists()  # removed once the fit completed
+
+    n_train = len(X) - (10 if params.get("early_stopping") else 0)
+    batches = -(-n_train // 32)
+    raise_at_step(3 * batches + 2, RuntimeError("the machine went down"))
+    with pytest.raises(RuntimeError, match="went down"):  # in the 4th epoch
+        small_net(**kw).fit(X, y)
+    assert path.exists()
+    monkeypatch.undo()
+    resumed = small_net(**kw).fit(X, y)
+    assert resumed.n_iter_ == reference.n_iter_ == 5
+    np.testing.assert_array_equal(resumed.loss_curve_, reference.loss_curve_)
+    assert resumed.validation_scores_ == reference.validation_scores_
+    assert resumed.module_.blocks[1].running_mean.abs().sum() > 0  # batch norm ran
+    _assert_same_state(_state(resumed.module_), _state(reference.module_))
+    np.testing.assert_array_equal(resumed.predict_proba(X), reference.predict_proba(X))
+
+
+def test_predictions_do_not_depend_on_the_batch_across_the_inference_chunks(monkeypatch):
+    from sknn import _base
+    X, y = quadrant_images(4100, 8, 8, 1)
+    clf = small_net(conv_layers=(4,), hidden_layer_sizes=(8,), max_iter=2).fit(X[:200], y[:200])
+    chunks, to_tensor = [], _base.to_tensor
+
+    def recording(a, *args, **kwargs):
+        chunks.append(len(a))
+        return to_tensor(a, *args, **kwargs)
+
+    monkeypatch.setattr(_base, "to_tensor", recording)
+    whole = clf.predict_proba(X)
+    assert chunks == [4096, 4]  # rows 4095 and 4096 are predicted in different chunks
+    alone = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(4088, 4100)])
+    np.testing.assert_array_equal(whole[4088:4100], alone)
+    pieces = [(0, 1000), (1000, 4095), (4095, 4097), (4097, 4100)]
+    np.testing.assert_array_equal(np.vstack([clf.predict_proba(X[a:b]) for a, b in pieces]),
+                                  whole)
+    features = clf.transform(X)
+    np.testing.assert_array_equal(clf.transform(X[4090:4100]), features[4090:4100])

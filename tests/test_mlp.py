@@ -1,6 +1,7 @@
 """MLPClassifier / MLPRegressor: scikit-learn's behaviours, sknn's additions, bad input."""
 
 import importlib.util
+import os
 import pickle
 
 import joblib
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from sklearn.datasets import load_diabetes, load_digits, load_iris, make_multilabel_classification
+from sklearn.datasets import make_multilabel_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
@@ -22,22 +23,7 @@ from sknn import MLPClassifier, MLPRegressor
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return train_test_split(X / 16.0, y, random_state=0)
 
-
-@pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    X, y = load_diabetes(return_X_y=True)
-    return StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
 
 
 # --- the same model as scikit-learn's -----------------------------------------------------------
@@ -271,16 +257,43 @@ def test_warm_start_continues_training(iris):
         clf.fit(X[y < 2], y[y < 2])
 
 
-def test_early_stopping_restores_best_weights(digits):
-    X, Xt, y, yt = digits
-    clf = MLPClassifier(early_stopping=True, n_iter_no_change=2, learning_rate_init=0.05,
-                        random_state=0).fit(X, y)
-    assert clf.best_loss_ is None
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
-    # Recreate the hold-out: the restored model scores its best validation score on it.
-    _, X_val, _, y_val = train_test_split(X, y, test_size=0.1, stratify=y,
-                                          random_state=np.random.RandomState(0))
-    assert clf.score(X_val, y_val) == pytest.approx(clf.best_validation_score_)
+class _HoldOutRecorder(MLPClassifier):
+    """Keeps the rows early stopping scores each epoch: the hold-out as the fit drew it."""
+
+    def _score(self, X, y, sample_weight=None):
+        self.held_out_ = X.copy(), y.copy()
+        return super()._score(X, y, sample_weight)
+
+
+def test_early_stopping_restores_best_weights_of_a_stratified_hold_out(digits):
+    X, _, y, _ = digits
+    # A large learning rate: the validation score peaks, then falls before training stops.
+    clf = _HoldOutRecorder(early_stopping=True, n_iter_no_change=2, learning_rate_init=0.05,
+                           random_state=0).fit(X, y)
+    assert clf.best_loss_ is None and clf.best_validation_score_ > 0.95  # it learned
+    best_epoch = int(np.argmax(clf.validation_scores_)) + 1
+    assert clf.best_validation_score_ == clf.validation_scores_[best_epoch - 1]
+    assert best_epoch < clf.n_iter_ and clf.validation_scores_[-1] < clf.best_validation_score_
+    # Stratified: each class is held out in proportion, to within one sample.
+    per_class, held_out = np.bincount(y), np.bincount(clf.held_out_[1], minlength=10)
+    assert np.all(np.abs(held_out - 0.1 * per_class) <= 1), (held_out, 0.1 * per_class)
+
+    # Replay the estimator's stream: the initial weights (drawn as scikit-learn draws them),
+    # then the stratified split.
+    rng = np.random.RandomState(0)
+    units = [X.shape[1], 100, 10]
+    for fan_in, fan_out in zip(units[:-1], units[1:]):
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        rng.uniform(-bound, bound, (fan_in, fan_out))
+        rng.uniform(-bound, bound, fan_out)
+    train, val = train_test_split(np.arange(len(X)), random_state=rng, test_size=0.1, stratify=y)
+    X_val, y_val = X[val], y[val]
+    np.testing.assert_array_equal(clf.held_out_[0], X_val)  # the hold-out the fit scored
+    np.testing.assert_array_equal(clf.held_out_[1], y_val)
+    assert clf.t_ == clf.n_iter_ * len(train)  # trained on the rest only
+
+    # The restored weights are the best epoch's, not the last one's.
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
 
 
 # --- weights -----------------------------------------------------------------------------------
@@ -312,11 +325,12 @@ def test_class_weight(iris):
     X, y = iris
     mask = (y != 2) | (np.arange(len(y)) % 10 == 0)  # class 2 made rare
     X, y = X[mask], y[mask]
-    plain = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(X, y)
-    balanced = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, class_weight="balanced",
-                             random_state=0).fit(X, y)
     recall = lambda m: (m.predict(X[y == 2]) == 2).mean()  # noqa: E731
-    assert recall(balanced) >= recall(plain)
+    kw = dict(hidden_layer_sizes=(8,), max_iter=50, learning_rate_init=0.01)
+    for seed in (0, 2, 3):  # unweighted, the 5 rare samples are all missed; balanced, all found
+        plain = MLPClassifier(random_state=seed, **kw).fit(X, y)
+        balanced = MLPClassifier(class_weight="balanced", random_state=seed, **kw).fit(X, y)
+        assert (recall(plain), recall(balanced)) == (0.0, 1.0), seed
     as_dict = MLPClassifier(max_iter=5, class_weight={0: 1.0, 1: 1.0, 2: 3.0}, random_state=0)
     weighted = MLPClassifier(max_iter=5, random_state=0)
     as_dict.fit(X, y)
@@ -379,6 +393,35 @@ def test_random_state_reproducible_and_global_rngs_untouched(digits):
     assert not np.array_equal(a.coefs_[0], c.coefs_[0])
 
 
+def test_random_state_none_draws_from_numpys_global_generator_as_sklearn_does(digits):
+    """random_state=None, as in scikit-learn: numpy's global generator is drawn from, so seeding
+    it reproduces the fit; torch's global generator is left alone (dropout included)."""
+    X, _, y, _ = digits
+    np_state, torch_state = np.random.get_state(), torch.get_rng_state()
+    kw = dict(max_iter=3, dropout=0.2, early_stopping=True)
+    try:
+        np.random.seed(0)
+        a = MLPClassifier(**kw).fit(X, y)
+        np.random.seed(0)
+        b = MLPClassifier(**kw).fit(X, y)
+        c = MLPClassifier(**kw).fit(X, y)  # not reseeded: other draws
+        for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+            np.testing.assert_array_equal(u, v)
+        assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+
+        # The same draws as scikit-learn's: the same model, the generator left in the same state.
+        np.random.seed(0)
+        ours = MLPClassifier(max_iter=3).fit(X, y)
+        after_ours = np.random.get_state()
+        np.random.seed(0)
+        theirs = SkMLPClassifier(max_iter=3).fit(X, y)
+        assert all(np.array_equal(u, v) for u, v in zip(after_ours, np.random.get_state()))
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+        assert torch.equal(torch_state, torch.get_rng_state())
+    finally:
+        np.random.set_state(np_state)
+
+
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 def test_pickle_and_joblib_round_trip_bit_identical(digits, tmp_path, Est):
     X, Xt, y, _ = digits
@@ -388,7 +431,18 @@ def test_pickle_and_joblib_round_trip_bit_identical(digits, tmp_path, Est):
     joblib.dump(est, tmp_path / "model.joblib")
     loaded = joblib.load(tmp_path / "model.joblib")
     np.testing.assert_array_equal(loaded.predict(Xt), expected)
-    loaded.partial_fit(X, y)  # the solver state travelled too
+
+    # The solver state (Adam's moments and step count) travelled too: one more epoch on a copy
+    # is bit for bit the epoch on the original, and not what a fresh optimizer would take.
+    unpickled = pickle.loads(pickle.dumps(est))
+    fresh = pickle.loads(pickle.dumps(est))
+    vars(fresh).pop("_optimizer", None)  # partial_fit starts a new one
+    for model in (est, loaded, unpickled, fresh):
+        model.partial_fit(X, y)
+    for other in (loaded, unpickled):
+        for a, b in zip(other.coefs_ + other.intercepts_, est.coefs_ + est.intercepts_):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(fresh.coefs_[0], est.coefs_[0])
 
 
 def test_model_saved_from_a_gpu_loads_on_cpu(digits, monkeypatch):
@@ -438,24 +492,11 @@ def test_verbose_prints_progress(iris, capsys):
 # --- faults ------------------------------------------------------------------------------------
 
 
-def _raise_at_step(monkeypatch, n, exc):
-    """Make the ``n``-th Adam update raise ``exc`` (a crash or Ctrl-C in the middle of a fit)."""
-    from sknn import _optim
-    step, calls = _optim.Adam.step, {"n": 0}
 
-    def failing(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise exc
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(_optim.Adam, "step", failing)
-
-
-def test_keyboard_interrupt_leaves_a_usable_model(digits, monkeypatch):
+def test_keyboard_interrupt_leaves_a_usable_model(digits, monkeypatch, raise_at_step):
     X, Xt, y, yt = digits
     clf = MLPClassifier(max_iter=50, random_state=0)
-    _raise_at_step(monkeypatch, 30, KeyboardInterrupt)
+    raise_at_step(30, KeyboardInterrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         clf.fit(X, y)
     assert np.isfinite(clf.predict_proba(Xt)).all()
@@ -564,15 +605,41 @@ def test_continuous_target_rejected_by_classifier(iris):
         MLPClassifier().fit(X, np.linspace(0, 1, len(X)))
 
 
-def test_parallel_grid_search_workers_use_one_thread_each():
-    """n_jobs=2 on 2 cores must not run 2 x 2 torch threads: joblib's workers get one each."""
-    import joblib
-    threads = joblib.Parallel(n_jobs=2)(joblib.delayed(torch.get_num_threads)() for _ in range(2))
-    assert threads == [max(1, joblib.cpu_count() // 2)] * 2
+class _ThreadRecorder(MLPClassifier):
+    """Records the torch thread count in force while it fits, and the process that fit it."""
+
+    def _build_module(self, *args, **kwargs):  # inside fit, before training
+        self.fit_threads_ = [torch.get_num_threads()]
+        return super()._build_module(*args, **kwargs)
+
+    def _fit(self, *args, **kwargs):
+        super()._fit(*args, **kwargs)
+        self.fit_threads_.append(torch.get_num_threads())
+        self.fit_pid_ = os.getpid()
+        return self
+
+
+def test_parallel_grid_search_workers_use_cores_over_n_jobs_threads_each(iris):
+    """GridSearchCV(n_jobs=2): each fit runs in a joblib worker process with cores // 2 torch
+    threads (at least one), so that the workers do not oversubscribe the cores."""
+    X, y = iris
+    scoring = {"threads_at_start": lambda est, X, y: est.fit_threads_[0],
+               "threads_at_end": lambda est, X, y: est.fit_threads_[-1],
+               "pid": lambda est, X, y: est.fit_pid_}
+    grid = GridSearchCV(_ThreadRecorder(hidden_layer_sizes=(4,), max_iter=2),
+                        {"alpha": [1e-4, 1e-3]}, cv=2, n_jobs=2, scoring=scoring, refit=False,
+                        error_score="raise").fit(X, y)
+    results = {name: np.concatenate([grid.cv_results_[f"split{k}_test_{name}"] for k in (0, 1)])
+               for name in scoring}
+    assert os.getpid() not in results["pid"]  # every fit ran in a worker
+    # joblib's count, unless the user chose one: it keeps OMP_NUM_THREADS where it is set.
+    expected = int(os.environ.get("OMP_NUM_THREADS", max(1, joblib.cpu_count() // 2)))
+    assert list(results["threads_at_start"]) == [expected] * 4
+    assert list(results["threads_at_end"]) == [expected] * 4
 
 
 @pytest.mark.parametrize("params", [dict(), dict(early_stopping=True, dropout=0.2)])
-def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, monkeypatch, params):
+def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, monkeypatch, params, raise_at_step):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
     kw = dict(max_iter=8, tol=0, random_state=0, checkpoint_path=str(path), **params)
@@ -580,7 +647,7 @@ def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, mo
     assert not path.exists()  # removed once the fit completed
 
     # in epoch 6 (7 batches an epoch)
-    _raise_at_step(monkeypatch, 5 * 7 + 3, RuntimeError("the machine went down"))
+    raise_at_step(5 * 7 + 3, RuntimeError("the machine went down"))
     with pytest.raises(RuntimeError, match="went down"):
         MLPClassifier(**kw).fit(X, y)
     assert path.exists()
@@ -592,10 +659,10 @@ def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, mo
         np.testing.assert_array_equal(a, b)
 
 
-def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch):
+def test_checkpoint_of_another_fit_is_refused(digits, tmp_path, monkeypatch, raise_at_step):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
-    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)  # in the second epoch: the first is saved
+    raise_at_step(10, KeyboardInterrupt)  # in the second epoch: the first is saved
     with pytest.warns(UserWarning, match="interrupted"):
         MLPClassifier(max_iter=3, checkpoint_path=str(path)).fit(X, y)
     assert path.exists()  # kept after Ctrl-C, to resume later
@@ -620,12 +687,12 @@ def test_checkpoint_of_another_device_kind_is_refused(digits):
     assert clf._fingerprint(X, y, None) != on_cpu
 
 
-def test_checkpoint_resumes_with_a_random_state_instance(digits, tmp_path, monkeypatch):
+def test_checkpoint_resumes_with_a_random_state_instance(digits, tmp_path, monkeypatch, raise_at_step):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
     kw = dict(max_iter=3, tol=0, checkpoint_path=str(path))
     reference = MLPClassifier(random_state=np.random.RandomState(0), **kw).fit(X, y)
-    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)
+    raise_at_step(10, KeyboardInterrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         MLPClassifier(random_state=np.random.RandomState(0), **kw).fit(X, y)
     monkeypatch.undo()
@@ -634,11 +701,11 @@ def test_checkpoint_resumes_with_a_random_state_instance(digits, tmp_path, monke
 
 
 def test_checkpoint_refusal_explains_an_unseeded_early_stopping_split(digits, tmp_path,
-                                                                       monkeypatch):
+                                                                       monkeypatch, raise_at_step):
     X, _, y, _ = digits
     path = tmp_path / "fit.ckpt"
     kw = dict(max_iter=3, early_stopping=True, checkpoint_path=str(path))
-    _raise_at_step(monkeypatch, 10, KeyboardInterrupt)
+    raise_at_step(10, KeyboardInterrupt)
     with pytest.warns(UserWarning, match="interrupted"):
         MLPClassifier(**kw).fit(X, y)
     monkeypatch.undo()

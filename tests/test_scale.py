@@ -1,16 +1,20 @@
 """Scale: data that stays on the host, numpy memmaps, distributed grid searches."""
 
+import os
+import subprocess
+import sys
 import warnings
 import weakref
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
-from sknn import ConvNetClassifier, MLPClassifier, _data
+from sknn import ConvNetClassifier, MLPClassifier, _base, _data
 from sknn._data import TrainingData
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -70,18 +74,141 @@ def test_one_shuffled_copy_of_the_data_at_a_time(digits, monkeypatch):
     assert len(made) == 3
 
 
-def test_memmap_is_not_copied(digits, tmp_path):
+@pytest.fixture
+def built_data(monkeypatch):
+    """The TrainingData objects that fit builds, in a list."""
+    built = []
+
+    class Recorded(TrainingData):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(_base, "TrainingData", Recorded)
+    return built
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_fit_trains_on_the_memmaps_own_pages(digits, tmp_path, built_data, early_stopping):
+    """The tensor that fit trains on is the memmap's pages, with early stopping too (its
+    training rows are gathered from X by index, not copied out of it)."""
     X, y = digits
     mm = np.memmap(tmp_path / "X.dat", dtype=np.float32, mode="w+", shape=X.shape)
     mm[:] = X
     mm.flush()
     ro = np.memmap(tmp_path / "X.dat", dtype=np.float32, mode="r", shape=X.shape)
-    Y = np.eye(10)[y]
-    data = TrainingData(ro, Y, None, torch.device("cpu"), torch.float32)
-    assert np.shares_memory(data.X.numpy(), ro)  # the tensor is the memmap's pages
-    from_memmap = MLPClassifier(max_iter=5, random_state=0, device="cpu").fit(ro, y)
-    from_array = MLPClassifier(max_iter=5, random_state=0, device="cpu").fit(X, y)
-    np.testing.assert_array_equal(from_memmap.predict_proba(X), from_array.predict_proba(X))
+    kw = dict(max_iter=2, random_state=0, device="cpu", early_stopping=early_stopping)
+    from_memmap = MLPClassifier(**kw).fit(ro, y)
+    (data,) = built_data
+    assert data.X.shape == ro.shape
+    assert np.shares_memory(data.X.numpy(), ro)
+    assert data.n_samples == (len(y) - int(np.ceil(0.1 * len(y))) if early_stopping else len(y))
+    from_array = MLPClassifier(**kw).fit(X, y)
+    for a, b in zip(from_memmap.coefs_, from_array.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
+class _CopiedRows(TrainingData):
+    """Early stopping's training rows copied out of X, as fit did before it gathered them by
+    index: the reference that the row view must match to the last bit."""
+
+    def __init__(self, X, Y, sample_weight, device, dtype, stream=None, rows=None):
+        super().__init__(X if rows is None else X[rows], Y, sample_weight, device, dtype, stream)
+
+
+@pytest.mark.parametrize("path", ["gathered", "per batch", "streamed", "sparse", "unshuffled"])
+def test_early_stopping_rows_gathered_by_index_train_as_their_copy(digits, monkeypatch, path):
+    X, y = digits
+    w = np.random.RandomState(0).rand(len(y))
+    kw = dict(hidden_layer_sizes=(16,), max_iter=3, random_state=0, device="cpu",
+              early_stopping=True, shuffle=path != "unshuffled")
+    if path == "per batch":
+        monkeypatch.setattr(_data, "GATHER_LIMIT", 0)
+    elif path == "streamed":
+        monkeypatch.setattr(_data, "_fits_on_device", lambda *a, **k: False)
+    elif path == "sparse":
+        X = sp.csr_matrix(X)
+    by_index = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    monkeypatch.setattr(_base, "TrainingData", _CopiedRows)
+    copied = MLPClassifier(**kw).fit(X, y, sample_weight=w)
+    assert by_index.validation_scores_ == copied.validation_scores_
+    assert by_index.loss_curve_ == copied.loss_curve_
+    for a, b in zip(by_index.coefs_ + by_index.intercepts_, copied.coefs_ + copied.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+# Child process for the memory test: fits on a memmap above the gather limit while a thread
+# samples the process's anonymous resident memory (RssAnon: heap, not the memmap's file-backed
+# pages, which ru_maxrss/VmHWM would count), and prints the fit's peak growth and the data's size.
+_FIT_MEMMAP_CHILD = r"""
+import sys, threading, time, warnings
+import numpy as np, torch
+import sknn
+from sknn import _data
+
+def rss_anon():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+
+path, rows, cols = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+early_stopping = sys.argv[4] == "1"
+torch.set_num_threads(1)
+warnings.simplefilter("ignore")
+X = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, cols))
+y = (np.arange(rows) % 2).astype(np.int64)  # 0.8 MB: y is not what is measured
+_data.GATHER_LIMIT = X.nbytes // 8  # well below the data: batches are gathered one by one
+kw = dict(hidden_layer_sizes=(4,), max_iter=1, random_state=0, device="cpu",
+          early_stopping=early_stopping)
+# Warm up on a little in-memory data: lazy imports and torch's first allocations are paid here.
+sknn.MLPClassifier(**kw).fit(np.asarray(X[:1000]), y[:1000])
+base = peak = rss_anon()
+done = False
+
+def sample():
+    global peak
+    while not done:
+        peak = max(peak, rss_anon())
+        time.sleep(0.002)
+
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
+sknn.MLPClassifier(**kw).fit(X, y)
+done = True
+thread.join()
+peak = max(peak, rss_anon())
+print(peak - base, X.nbytes)
+"""
+
+
+@pytest.fixture(scope="module")
+def memmap_file(tmp_path_factory):
+    """A 100,000 x 100 float32 memmap file (38 MiB): its path and shape."""
+    rows, cols = 100_000, 100
+    path = tmp_path_factory.mktemp("memmap") / "X.dat"
+    X = np.memmap(path, dtype=np.float32, mode="w+", shape=(rows, cols))
+    for a in range(0, rows, 10_000):
+        X[a:a + 10_000] = np.random.default_rng(a).random((10_000, cols), dtype=np.float32)
+    X.flush()
+    del X
+    return path, rows, cols
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_fit_on_a_memmap_above_the_gather_limit_does_not_copy_it(memmap_file, early_stopping):
+    """fit on a 38 MiB memmap, batches gathered one by one: the process's anonymous memory (the
+    memmap's own pages do not count) grows by less than half the data, so X is never copied
+    whole, with early stopping's hold-out (10% of the rows, copied) too."""
+    path, rows, cols = memmap_file
+    out = subprocess.run([sys.executable, "-c", _FIT_MEMMAP_CHILD, str(path), str(rows),
+                          str(cols), str(int(early_stopping))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    growth, nbytes = (int(v) for v in out.stdout.split())
+    assert growth < nbytes / 2, (f"anonymous memory grew by {growth / 2**20:.1f} MiB during fit "
+                                 f"on a {nbytes / 2**20:.1f} MiB memmap")
 
 
 def test_grid_search_on_a_dask_cluster_matches_one_process(digits):

@@ -1,0 +1,44 @@
+"""Data sets and fault injection shared by the test files."""
+
+import pytest
+from sklearn.datasets import load_diabetes, load_digits, load_iris
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Digits scaled to [0, 1], split (X_train, X_test, y_train, y_test)."""
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X), (y - y.mean()) / y.std()
+
+
+@pytest.fixture
+def raise_at_step(monkeypatch):
+    """``raise_at_step(n, exc)``: make the ``n``-th Adam update raise ``exc`` (a crash, or Ctrl-C,
+    in the middle of a fit); ``monkeypatch.undo()`` lifts it."""
+    from sknn import _optim
+
+    def arm(n, exc):
+        step, calls = _optim.Adam.step, {"n": 0}
+
+        def failing(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise exc
+            return step(self, *args, **kwargs)
+
+        monkeypatch.setattr(_optim.Adam, "step", failing)
+    return arm
