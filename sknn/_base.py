@@ -19,7 +19,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
-from . import _engine
+from . import _engine, _fused
 from ._data import TrainingData, resolve_device, to_tensor
 from .nn import SigmoidCrossEntropy, SoftmaxCrossEntropy
 
@@ -179,6 +179,16 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
     # --- fitting ----------------------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        member = self._prepare_fit(X, y, sample_weight, incremental)
+        if member is not None:  # stochastic solvers (L-BFGS has fitted already)
+            _engine.train([member], incremental=incremental)
+            self._finish_fit(member)
+        return self
+
+    def _prepare_fit(self, X, y, sample_weight=None, incremental=False):
+        """Everything a fit does before its epochs: validation, targets, the network and its
+        initial weights (drawn from ``random_state``), the early-stopping split. Returns the
+        :class:`~sknn._engine.Member` to train, or None for L-BFGS, which it has run."""
         self._check_params()
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         if incremental and self.early_stopping:
@@ -224,7 +234,7 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
 
         if self.solver == "lbfgs":
             _engine.fit_lbfgs(self, self.module_, loss, TrainingData(X, Y, weight, device, dtype))
-            return self
+            return None
 
         validation = None
         if self.early_stopping:
@@ -234,13 +244,12 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
             if val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
-            X_val, y_val = X[val], y[val]
-            sw_val = None if sample_weight is None else sample_weight[val]
+            validation = _engine.Validation(self, X[val], y[val],
+                                            None if sample_weight is None else sample_weight[val])
             # X's training rows are not copied (X may be a memmap): the data gathers them by
             # index. Y and the weights are the training rows' own.
             Y = Y[train]
             weight = None if weight is None else weight[train]
-            validation = lambda: self._score(X_val, y_val, sw_val)  # noqa: E731
         data = TrainingData(X, Y, weight, device, dtype,
                             rows=train if self.early_stopping else None)
         checkpoint = None
@@ -248,14 +257,22 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
             hint = ("with early_stopping=True and random_state=None, each fit draws another "
                     "validation split: set random_state to resume" if self.early_stopping
                     and self.random_state is None else "")
-            checkpoint = _engine.Checkpoint(self.checkpoint_path, self._fingerprint(X, Y, weight),
-                                            hint)
-        _engine.fit_stochastic(self, self.module_, loss, data, validation=validation,
-                               incremental=incremental, generator=generator,
-                               checkpoint=checkpoint)
-        return self
+            fingerprint = self._fingerprint(X, Y, weight, data.rows)
+            checkpoint = _engine.Checkpoint(self.checkpoint_path, fingerprint, hint)
+        history = _engine.History.from_estimator(self)
+        history.n_iter_ = 0
+        optimizer = getattr(self, "_optimizer", None) if incremental else None
+        return _engine.Member(self.module_, loss, data,
+                              _engine.TrainSettings.from_estimator(self, data.n_samples), history,
+                              self._random_state, generator=generator, validation=validation,
+                              optimizer=optimizer, checkpoint=checkpoint)
 
-    def _fingerprint(self, X, Y, weight):
+    def _finish_fit(self, member):
+        """Copy a trained member's record and solver state onto the fitted attributes."""
+        member.history.apply(self)
+        self._optimizer = member.optimizer
+
+    def _fingerprint(self, X, Y, weight, rows=None):
         """What a checkpoint must match to be resumed: estimator, parameters and data (all of
         it, hashed). A RandomState given as random_state counts by its state, not its identity;
         the device by its kind (a GPU's random-number state does not resume on the CPU)."""
@@ -264,7 +281,7 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
         if isinstance(params["random_state"], np.random.RandomState):
             params["random_state"] = joblib.hash(params["random_state"].get_state())
         return (type(self).__name__, repr(sorted(params.items())), self.device_.type,
-                joblib.hash((X, Y, weight)))
+                joblib.hash((X, Y, weight, rows)))
 
     def _check_fit_input(self, X, y, reset):
         """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""
@@ -306,6 +323,10 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        if _fused._CAPTURE is not None or _fused._REGISTRY:  # inside a fused search
+            fitted = _fused.intercept(self, X, y, sample_weight)
+            if fitted is not None:
+                return fitted
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _check_solver(self):
@@ -478,7 +499,20 @@ class NeuralNetClassifierMixin:
         return np.log(proba, out=proba)
 
     def _score(self, X, y, sample_weight=None):
-        pred = self._predict(X, check_input=False)
+        return self._score_output(self._output(X, check_input=False), y, sample_weight)
+
+    def _score_output(self, proba, y, sample_weight=None):
+        """Accuracy of the predictions ``proba`` (the network's output through its link)."""
+        kind = self._label_binarizer.y_type_
+        if (sample_weight is None and y.ndim == 1 and kind in ("binary", "multiclass")
+                and len(self.classes_) >= 2):
+            # What inverse_transform and accuracy_score compute, without their checks: this
+            # runs after every epoch of early stopping.
+            index = (proba.ravel() > 0.5).astype(int) if kind == "binary" else proba.argmax(1)
+            return float(np.mean(self.classes_.take(index) == y))
+        if self.n_outputs_ == 1:
+            proba = proba.ravel()
+        pred = self._label_binarizer.inverse_transform(proba)
         return accuracy_score(y, pred, sample_weight=sample_weight)
 
     def partial_fit_classifier(self, X, y, sample_weight=None, classes=None):
@@ -499,7 +533,12 @@ class NeuralNetClassifierMixin:
 
 
 def regression_score(est, X, y, sample_weight=None):
-    pred = est._output(X, check_input=False)
+    return regression_score_output(est, est._output(X, check_input=False), y, sample_weight)
+
+
+def regression_score_output(est, pred, y, sample_weight=None):
+    """R² of the predictions ``pred`` (the network's output through its link); NaN where a
+    prediction is not finite."""
     if pred.shape[1] == 1:
         pred = pred.ravel()
     if not np.isfinite(pred).all():

@@ -1,14 +1,19 @@
-"""The one training loop: minibatch solvers (adam, sgd) and full-batch L-BFGS.
+"""The one training loop: minibatch solvers (adam, sgd) for a stack of M >= 1 networks, and
+full-batch L-BFGS.
 
-Estimators say *what* to train (a module, a loss, the data); this module says *how*. It follows
-scikit-learn's ``BaseMultilayerPerceptron`` fitting logic (same minibatches from the same random
-state, same L2 penalty, same stopping rules, same fitted history) on torch tensors:
+Estimators say *what* to train (a module, a loss, the data: a :class:`Member`); this module
+says *how*. It follows scikit-learn's ``BaseMultilayerPerceptron`` fitting logic (same
+minibatches from the same random state, same L2 penalty, same stopping rules, same fitted
+history) on torch tensors:
 
+- :func:`train` runs epochs of its members until each has stopped; an ordinary fit is one
+  member (:class:`SingleStack`: the module's own backpropagation, the solver's fused update),
+  a fused search trains many plain MLPs of one shape at once (:class:`FusedStack`);
 - the data lives on the device once; each epoch gathers it in the shuffled order (batch by
   batch for large data), so that minibatches are slices;
-- per batch: forward and backward (the module's own backpropagation, else
-  ``torch.autograd.grad``), then one optimizer step, which adds the L2 term to the weight
-  gradients. No ``.item()`` per batch: losses are gathered and read once per epoch.
+- no ``.item()`` per batch: losses are gathered and read once per epoch;
+- a fit's settings come in as a :class:`TrainSettings`, its record goes out as a
+  :class:`History`, which the estimator copies onto its fitted attributes.
 
 The L2 penalty (``alpha``) applies to weights (parameters with two or more dimensions), not to
 biases or normalisation scales, and is divided by the batch's total sample weight, as in
@@ -19,14 +24,16 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import scipy.optimize
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import shuffle as sk_shuffle
 
-from ._optim import make_optimizer
+from ._data import to_tensor
+from ._optim import make_optimizer, make_stacked_optimizer
+from .nn import StackedMLP
 
 
 def _penalised(params):
@@ -52,14 +59,14 @@ class Progress:
     """``verbose`` output: scikit-learn's per-epoch lines on stdout, plus, where tqdm is
     installed, a progress bar over the epochs showing loss, validation score and epoch time."""
 
-    def __init__(self, est, total):
+    def __init__(self, settings, total):
         self.bar = None
-        if est.verbose:
+        if settings.verbose:
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=total, desc=type(est).__name__, unit="epoch", leave=False)
+            self.bar = tqdm(total=total, desc=settings.name, unit="epoch", leave=False)
 
     def line(self, text):
         if self.bar is None:
@@ -77,12 +84,22 @@ class Progress:
             self.bar.close()
 
 
-def _diverged(est, where):
+def _diverged(settings, where):
+    """The error for a loss that turned NaN or infinite; ``settings``: the estimator or its
+    :class:`TrainSettings`."""
     return ValueError(
         f"Training diverged: the loss became NaN or infinite {where}. Lower the learning rate "
-        f"(learning_rate_init={est.learning_rate_init}) or scale the input, e.g. with "
+        f"(learning_rate_init={settings.learning_rate_init}) or scale the input, e.g. with "
         "StandardScaler."
     )
+
+
+def reshuffle(order, rng):
+    """``sklearn.utils.shuffle(order, random_state=rng)``, the draw scikit-learn's MLP makes each
+    epoch, without its input checks (a permutation of positions, drawn by ``rng.shuffle``)."""
+    positions = np.arange(len(order))
+    rng.shuffle(positions)
+    return order[positions]
 
 
 def resolve_batch_size(batch_size, n_samples, auto=200):
@@ -94,8 +111,135 @@ def resolve_batch_size(batch_size, n_samples, auto=200):
     return int(np.clip(batch_size, 1, n_samples))
 
 
-_HISTORY = ("n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "validation_scores_",
-            "best_validation_score_", "_no_improvement_count")
+# --- what a fit trains with, and what it leaves ------------------------------------------------
+
+
+@dataclass
+class TrainSettings:
+    """An estimator's training settings as plain values: what the loop needs, nothing else."""
+
+    solver: str
+    learning_rate_init: float
+    learning_rate: str
+    power_t: float
+    momentum: float
+    nesterovs_momentum: bool
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    alpha: float
+    batch_size: int
+    max_iter: int
+    shuffle: bool
+    tol: float
+    n_iter_no_change: float
+    verbose: int
+    name: str = ""
+
+    @classmethod
+    def from_estimator(cls, est, n_samples):
+        return cls(
+            solver=est.solver, learning_rate_init=float(est.learning_rate_init),
+            learning_rate=est.learning_rate, power_t=float(est.power_t),
+            momentum=float(est.momentum), nesterovs_momentum=bool(est.nesterovs_momentum),
+            beta_1=float(est.beta_1), beta_2=float(est.beta_2), epsilon=float(est.epsilon),
+            alpha=float(est.alpha),
+            batch_size=resolve_batch_size(est.batch_size, n_samples,
+                                          getattr(est, "_auto_batch_size", 200)),
+            max_iter=int(est.max_iter), shuffle=bool(est.shuffle), tol=float(est.tol),
+            n_iter_no_change=est.n_iter_no_change, verbose=int(est.verbose),
+            name=type(est).__name__)
+
+
+@dataclass
+class History:
+    """A fit's record, copied onto the estimator's fitted attributes of the same names."""
+
+    n_iter_: int = 0
+    t_: int = 0
+    loss_: float = None
+    loss_curve_: list = field(default_factory=list)
+    best_loss_: float = None
+    validation_scores_: list = None
+    best_validation_score_: float = None
+    _no_improvement_count: int = 0
+
+    @classmethod
+    def from_estimator(cls, est):
+        return cls(**{f.name: getattr(est, f.name, None) for f in fields(cls)})
+
+    def apply(self, est):
+        for f in fields(self):
+            setattr(est, f.name, getattr(self, f.name))
+
+
+class Validation:
+    """Held-out data scored after every epoch (early stopping): ``X`` as the estimator predicts
+    it, its targets and weights, and the estimator whose ``_score`` / ``_score_output`` count."""
+
+    def __init__(self, est, X, y, sample_weight):
+        self.est, self.X, self.y, self.sample_weight = est, X, y, sample_weight
+
+    def score(self):
+        """The score of the estimator's own module as it is now."""
+        return self.est._score(self.X, self.y, self.sample_weight)
+
+    def score_output(self, output):
+        """The score of predictions ``output`` (the network's output through its link)."""
+        return self.est._score_output(output, self.y, self.sample_weight)
+
+
+class Member:
+    """One network to train: its module, loss, data, settings, random streams and record. An
+    ordinary fit trains one member; a fused search, many at once."""
+
+    def __init__(self, module, loss, data, settings, history, rng, *, generator=None,
+                 validation=None, optimizer=None, checkpoint=None):
+        self.module, self.loss, self.data = module, loss, data
+        self.settings, self.history, self.rng = settings, history, rng
+        self.generator, self.validation = generator, validation
+        self.optimizer, self.checkpoint = optimizer, checkpoint
+        self.sample_idx = np.arange(data.n_samples)
+        self.best_state = None
+        self.error = None
+        self.seconds = 0.0  # this member's share of the training time
+
+    def end_epoch(self, loss, score, progress, seconds):
+        """Record one epoch; the stopping rule (scikit-learn's ``_update_no_improvement_count``).
+        Returns whether the record improved (early stopping: the weights to keep)."""
+        h, s = self.history, self.settings
+        h.n_iter_ += 1
+        h.t_ += self.data.n_samples
+        h.loss_ = loss
+        h.loss_curve_.append(loss)
+        if s.verbose:
+            progress.line("Iteration %d, loss = %.8f, time = %.3fs" % (h.n_iter_, loss, seconds))
+        if score is not None:
+            h.validation_scores_.append(score)
+            if s.verbose:
+                progress.line("Validation score: %f" % score)
+            h._no_improvement_count = (h._no_improvement_count + 1
+                                       if score < h.best_validation_score_ + s.tol else 0)
+            improved = score > h.best_validation_score_
+            if improved:
+                h.best_validation_score_ = score
+        else:
+            h._no_improvement_count = (h._no_improvement_count + 1
+                                       if loss > h.best_loss_ - s.tol else 0)
+            improved = loss < h.best_loss_
+            if improved:
+                h.best_loss_ = loss
+        progress.epoch(loss=f"{loss:.5f}", time=f"{seconds:.2f}s",
+                       **({"val": f"{score:.4f}"} if score is not None else {}))
+        return improved
+
+    def no_improvement_message(self):
+        h, s = self.history, self.settings
+        if h._no_improvement_count <= s.n_iter_no_change:
+            return None
+        what = "Validation score" if self.validation is not None else "Training loss"
+        return (f"{what} did not improve more than tol={s.tol:f} for {s.n_iter_no_change} "
+                "consecutive epochs.")
 
 
 class Checkpoint:
@@ -107,13 +251,13 @@ class Checkpoint:
     def __init__(self, path, fingerprint, hint=""):
         self.path, self.fingerprint, self.hint = os.fspath(path), fingerprint, hint
 
-    def save(self, est, module, best_state, sample_idx, generator):
+    def save(self, member):
         state = {
-            "fingerprint": self.fingerprint, "module": module.state_dict(),
-            "optimizer": est._optimizer, "history": {k: getattr(est, k) for k in _HISTORY},
-            "rng": est._random_state.get_state(), "sample_idx": sample_idx,
-            "generator": None if generator is None else generator.get_state(),
-            "best_state": best_state,
+            "fingerprint": self.fingerprint, "module": member.module.state_dict(),
+            "optimizer": member.optimizer, "history": asdict(member.history),
+            "rng": member.rng.get_state(), "sample_idx": member.sample_idx,
+            "generator": None if member.generator is None else member.generator.get_state(),
+            "best_state": member.best_state,
         }
         tmp = self.path + ".tmp"
         torch.save(state, tmp)
@@ -129,161 +273,377 @@ class Checkpoint:
                              + (f" ({self.hint})." if self.hint else "."))
         return state
 
+    def resume(self, member, state):
+        device = member.data.device
+        member.module.load_state_dict(state["module"])
+        member.optimizer = state["optimizer"].to(device)
+        member.history = History(**state["history"])
+        member.rng.set_state(state["rng"])
+        member.sample_idx, member.best_state = state["sample_idx"], state["best_state"]
+        if member.generator is not None:
+            member.generator.set_state(state["generator"])
+        if member.best_state is not None:
+            member.best_state = {k: v.to(device) for k, v in member.best_state.items()}
+
     def remove(self):
         if os.path.exists(self.path):
             os.remove(self.path)
 
 
-def fit_stochastic(est, module, loss, data, *, validation=None, incremental=False, generator=None,
-                   checkpoint=None):
-    """Minibatch training of ``module`` on ``data`` with ``est``'s solver and stopping rules.
+# --- the loop -----------------------------------------------------------------------------------
 
-    Reads the estimator's hyper-parameters and writes its fitted history: ``n_iter_``, ``t_``,
-    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-    ``best_validation_score_``; keeps the solver state in ``est._optimizer`` for ``partial_fit``
-    and ``warm_start``. ``validation`` is a callable returning the current validation score
-    (early stopping), or None; ``generator`` feeds the module's training-time randomness;
-    ``checkpoint`` (a :class:`Checkpoint`, or None) saves the state after every epoch and
-    resumes from a saved one.
+
+def train(members, *, incremental=False):
+    """Minibatch training of ``members`` (M >= 1 networks) with their solvers and stopping rules,
+    one epoch of all of them at a time. An ordinary fit is one member; several members must share
+    a network shape, solver family, batch size, dtype and device (see :class:`FusedStack`).
+
+    Each member keeps its own data and shuffles, weights, learning rate and schedule, penalty,
+    solver settings and stopping; one that stops is frozen and leaves the stack. On return each
+    member's module holds its final weights (the best epoch's, with early stopping), its
+    ``history`` its record and ``optimizer`` its solver state. A member whose loss turns
+    non-finite gets the error in ``error`` (one member alone: it is raised).
     """
-    params = [p for p in module.parameters() if p.requires_grad]
-    decayed = _penalised(params)
-    if not incremental or not hasattr(est, "_optimizer"):
-        est._optimizer = make_optimizer(params, est)
-    optimizer = est._optimizer
-    alpha = float(est.alpha)
-
-    n = data.n_samples
-    batch_size = resolve_batch_size(est.batch_size, n, getattr(est, "_auto_batch_size", 200))
-    starts = np.arange(0, n, batch_size)
-    stops = np.minimum(starts + batch_size, n)
-    bounds = list(zip(starts.tolist(), stops.tolist()))
-    lengths = torch.as_tensor(stops - starts, dtype=data.dtype, device=data.device)
-    sample_idx = np.arange(n)
-    best_state = None
-    if validation is not None:
-        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    est.n_iter_ = 0
-    resumed = checkpoint.load() if checkpoint is not None and not incremental else None
-    if resumed is not None:
-        module.load_state_dict(resumed["module"])
-        est._optimizer = optimizer = resumed["optimizer"].to(data.device)
-        for k, v in resumed["history"].items():
-            setattr(est, k, v)
-        est._random_state.set_state(resumed["rng"])
-        sample_idx, best_state = resumed["sample_idx"], resumed["best_state"]
-        if generator is not None:
-            generator.set_state(resumed["generator"])
-        if best_state is not None:
-            best_state = {k: v.to(data.device) for k, v in best_state.items()}
-    module.train()
-    progress = Progress(est, est.max_iter - est.n_iter_)
+    stack = SingleStack(members[0], incremental) if len(members) == 1 else FusedStack(members)
+    single = len(members) == 1
+    live = [m for m in members if incremental or m.history.n_iter_ < m.settings.max_iter]
+    progress = Progress(members[0].settings, members[0].settings.max_iter
+                        - members[0].history.n_iter_) if single else _SILENT
+    completed = True
     try:
-        for _ in range(est.max_iter - est.n_iter_):
+        while live:
             tic = time.perf_counter()
-            # Drop the last epoch's shuffled copy (the last batch's views hold it too) before
-            # the next one is made: one copy at a time.
-            xb = yb = wb = None
-            epoch_data = data
-            if est.shuffle:
-                sample_idx = sk_shuffle(sample_idx, random_state=est._random_state)
-                idx = torch.from_numpy(sample_idx).to(data.device)
-                epoch_data = data.permuted(idx)
-            sums = data.batch_weight_sums(sample_idx if est.shuffle else None, starts, stops)
-            objectives, norms, used = [], [], []
-            for k, ((a, b), s) in enumerate(zip(bounds, sums)):
-                if s <= 0:  # every sample weighs zero: nothing to learn from this batch
-                    continue
-                if epoch_data is None:  # large or streamed data: gather this batch only
-                    xb, yb, wb = data.batch(idx[a:b], sample_idx[a:b])
-                else:
-                    xb, yb, wb = epoch_data.batch(slice(a, b))
-                # The L2 term of the gradients is added by the optimizer's update.
-                objective, grads = objective_and_grads(module, loss, xb, yb, wb, 1.0 / s, 0.0,
-                                                       params, generator)
-                with torch.no_grad():
-                    if alpha:
-                        norms.extend(torch._foreach_norm(decayed))
-                    optimizer.step(params, grads, alpha / s)
-                objectives.append(objective)
-                used.append(k)
-
-            # One read of the device per epoch: the epoch's loss, as scikit-learn reports it.
-            with torch.no_grad():
-                batch_loss = torch.stack(objectives) * loss.report_scale
-                if alpha:
-                    s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
-                                             device=data.device)
-                    norms = torch.stack(norms).view(len(used), -1)
-                    batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / s_used
-                # A batch whose samples all weigh zero was skipped: it counts for nothing.
-                est.loss_ = (float((batch_loss * lengths[used]).sum())
-                             / int((stops - starts)[used].sum()))
-            if not np.isfinite(est.loss_):
-                raise _diverged(est, f"at iteration {est.n_iter_ + 1}")
-
-            est.n_iter_ += 1
-            est.t_ += n
-            est.loss_curve_.append(est.loss_)
+            losses = stack.run_epoch()
             seconds = time.perf_counter() - tic
-            if est.verbose:
-                progress.line("Iteration %d, loss = %.8f, time = %.3fs"
-                              % (est.n_iter_, est.loss_, seconds))
-
-            if validation is not None:
-                module.eval()
-                score = validation()
-                module.train()
-                est.validation_scores_.append(score)
-                if est.verbose:
-                    progress.line("Validation score: %f" % score)
-                if score < est.best_validation_score_ + est.tol:
-                    est._no_improvement_count += 1
-                else:
-                    est._no_improvement_count = 0
-                if score > est.best_validation_score_:
-                    est.best_validation_score_ = score
-                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-                    est._no_improvement_count += 1
-                else:
-                    est._no_improvement_count = 0
-                if est.loss_curve_[-1] < est.best_loss_:
-                    est.best_loss_ = est.loss_curve_[-1]
-
-            optimizer.iteration_ends(est.t_)
-            progress.epoch(loss=f"{est.loss_:.5f}", time=f"{seconds:.2f}s", **(
-                {"val": f"{est.validation_scores_[-1]:.4f}"} if validation is not None else {}))
-
-            if est._no_improvement_count > est.n_iter_no_change:
-                what = "Validation score" if validation is not None else "Training loss"
-                msg = (f"{what} did not improve more than tol={est.tol:f} for "
-                       f"{est.n_iter_no_change} consecutive epochs.")
-                if optimizer.trigger_stopping(msg, est.verbose):
-                    break
-                est._no_improvement_count = 0
-
-            if checkpoint is not None and not incremental:
-                checkpoint.save(est, module, best_state, sample_idx, generator)
-            if incremental:
-                break
-            if est.n_iter_ == est.max_iter:
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the "
-                    "optimization hasn't converged yet.", ConvergenceWarning)
+            scores = stack.validation_scores()
+            done = []
+            for row, (m, loss, score) in enumerate(zip(live, losses, scores)):
+                if not np.isfinite(loss):
+                    m.error = _diverged(m.settings, f"at iteration {m.history.n_iter_ + 1}")
+                    if single:
+                        raise m.error
+                    done.append(row)
+                    continue
+                if m.end_epoch(loss, score, progress, seconds) and m.validation is not None:
+                    stack.snapshot(row)
+                stack.iteration_ends(row, m.history.t_)
+                msg = m.no_improvement_message()
+                if msg is not None:
+                    if stack.trigger_stopping(row, msg, m.settings.verbose):
+                        done.append(row)
+                        continue
+                    m.history._no_improvement_count = 0
+                if m.checkpoint is not None and not incremental:
+                    m.checkpoint.save(m)
+                if incremental:
+                    done.append(row)
+                elif m.history.n_iter_ >= m.settings.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({m.settings.max_iter}) "
+                        "reached and the optimization hasn't converged yet.", ConvergenceWarning)
+                    done.append(row)
+            elapsed = time.perf_counter() - tic
+            for m in live:
+                m.seconds += elapsed / len(live)
+            if done:
+                for row in done:
+                    stack.finish(row, live[row])
+                live = stack.keep([r for r in range(len(live)) if r not in done], live)
     except KeyboardInterrupt:
+        if not single:
+            raise
         warnings.warn("Training interrupted by user.")
-        checkpoint = None  # keep it: a later fit can resume from it
+        completed = False  # keep the checkpoint: a later fit can resume from it
     finally:
         progress.close()
-        module.eval()
+    for row, m in enumerate(live):
+        stack.finish(row, m)
+    for m in members:
+        m.module.eval()
+        if m.error is None and not _finite(m):
+            # The loss is read before each update: the last one can still overflow.
+            m.error = ValueError("Solver produced non-finite parameter weights or outputs. The "
+                                 "input data may contain large values and need to be "
+                                 "preprocessed, or the learning rate is too large "
+                                 f"(learning_rate_init={m.settings.learning_rate_init}).")
+            if single:
+                raise m.error
+        if m.checkpoint is not None and completed:
+            m.checkpoint.remove()  # the fit completed: nothing to resume
 
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    if checkpoint is not None:
-        checkpoint.remove()  # the fit completed: nothing to resume
+
+def _finite(member):
+    """Whether a trained member's weights, and its outputs on its first training rows, are
+    finite (a cheap look for a last update that overflowed)."""
+    if not all(bool(torch.isfinite(p).all()) for p in member.module.parameters()):
+        return False
+    xb = member.data.batch(slice(0, min(member.data.n_samples, 64)))[0]
+    with torch.no_grad():
+        return bool(torch.isfinite(member.module(xb)).all())
+
+
+class _Silent:
+    def line(self, text):
+        pass
+
+    def epoch(self, **values):
+        pass
+
+    def close(self):
+        pass
+
+
+_SILENT = _Silent()
+
+
+class SingleStack:
+    """One network: its module's own backpropagation (else autograd) and the solver's fused
+    update, on minibatch slices of each epoch's shuffled copy of the data."""
+
+    def __init__(self, member, incremental):
+        self.m = m = member
+        self.params = [p for p in m.module.parameters() if p.requires_grad]
+        self.decayed = _penalised(self.params)
+        if m.optimizer is None:
+            m.optimizer = make_optimizer(self.params, m.settings)
+        n, bs = m.data.n_samples, m.settings.batch_size
+        self.starts = np.arange(0, n, bs)
+        self.stops = np.minimum(self.starts + bs, n)
+        self.bounds = list(zip(self.starts.tolist(), self.stops.tolist()))
+        self.lengths = torch.as_tensor(self.stops - self.starts, dtype=m.data.dtype,
+                                       device=m.data.device)
+        if m.validation is not None:
+            m.best_state = {k: v.detach().clone() for k, v in m.module.state_dict().items()}
+        if m.checkpoint is not None and not incremental:
+            state = m.checkpoint.load()
+            if state is not None:
+                m.checkpoint.resume(m, state)
+        m.module.train()
+
+    def run_epoch(self):
+        m, data, loss = self.m, self.m.data, self.m.loss
+        alpha, optimizer, params = m.settings.alpha, m.optimizer, self.params
+        starts, stops = self.starts, self.stops
+        epoch_data = data
+        if m.settings.shuffle:
+            m.sample_idx = reshuffle(m.sample_idx, m.rng)
+            idx = torch.from_numpy(m.sample_idx).to(data.device)
+            epoch_data = data.permuted(idx)
+        sums = data.batch_weight_sums(m.sample_idx if m.settings.shuffle else None, starts, stops)
+        objectives, norms, used = [], [], []
+        xb = yb = wb = None
+        for k, ((a, b), s) in enumerate(zip(self.bounds, sums)):
+            if s <= 0:  # every sample weighs zero: nothing to learn from this batch
+                continue
+            if epoch_data is None:  # large or streamed data: gather this batch only
+                xb, yb, wb = data.batch(idx[a:b], m.sample_idx[a:b])
+            else:
+                xb, yb, wb = epoch_data.batch(slice(a, b))
+            # The L2 term of the gradients is added by the optimizer's update.
+            objective, grads = objective_and_grads(m.module, loss, xb, yb, wb, 1.0 / s, 0.0,
+                                                   params, m.generator)
+            with torch.no_grad():
+                if alpha:
+                    norms.extend(torch._foreach_norm(self.decayed))
+                optimizer.step(params, grads, alpha / s)
+            objectives.append(objective)
+            used.append(k)
+        if not used:
+            raise ValueError("Every sample the network trains on weighs zero (sample_weight): "
+                             "there is nothing to learn from.")
+        # Drop this epoch's shuffled copy (the last batch's views hold it too) before the next
+        # one is made: one copy at a time.
+        del epoch_data, xb, yb, wb
+        # One read of the device per epoch: the epoch's loss, as scikit-learn reports it.
+        with torch.no_grad():
+            batch_loss = torch.stack(objectives) * loss.report_scale
+            if alpha:
+                s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
+                                         device=data.device)
+                norms = torch.stack(norms).view(len(used), -1)
+                batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / s_used
+            # A batch whose samples all weigh zero was skipped: it counts for nothing.
+            return [float((batch_loss * self.lengths[used]).sum())
+                    / int((stops - starts)[used].sum())]
+
+    def validation_scores(self):
+        if self.m.validation is None:
+            return [None]
+        self.m.module.eval()
+        score = self.m.validation.score()
+        self.m.module.train()
+        return [score]
+
+    def snapshot(self, row):
+        self.m.best_state = {k: v.detach().clone() for k, v in self.m.module.state_dict().items()}
+
+    def iteration_ends(self, row, time_step):
+        self.m.optimizer.iteration_ends(time_step)
+
+    def trigger_stopping(self, row, msg, verbose):
+        return self.m.optimizer.trigger_stopping(msg, verbose)
+
+    def finish(self, row, member):
+        if member.best_state is not None:
+            member.module.load_state_dict(member.best_state)
+            member.best_state = None
+
+    def keep(self, rows, live):
+        return [live[r] for r in rows]
+
+
+class FusedStack:
+    """M plain MLPs of one shape trained as one :class:`~sknn.nn.StackedMLP`: every step is
+    one batched product per layer for all members, and one update of all of them.
+
+    Member m's rows (its own data, in its own shuffled order) are padded to the longest
+    member's with rows that weigh zero; a member with fewer batches in an epoch, or a batch
+    whose samples weigh nothing, sits that step out untouched. Validation sets are scored with
+    the members' weights in float64, as an ordinary fit predicts.
+    """
+
+    def __init__(self, members):
+        first = members[0]
+        self.net = StackedMLP([m.module for m in members])
+        self.loss = first.loss
+        self.device, self.dtype = first.data.device, first.data.dtype
+        self.batch_size = first.settings.batch_size
+        penalised = torch.cat([torch.full((p.numel(),), float(p.ndim >= 2), dtype=self.dtype,
+                                          device=self.device)
+                               for p in first.module.parameters()])
+        self.optimizer = make_stacked_optimizer(self.net, [m.settings for m in members],
+                                                penalised)
+        self._stack_data(members)
+        for m in members:
+            if m.validation is not None:
+                m.best_state = None
+        self.live = list(members)
+        self._best = {}
+
+    def _stack_data(self, members):
+        """Every member's rows padded to a common length, with one zero row (index n_max) that
+        padding points to."""
+        M = len(members)
+        n_max = max(m.data.n_samples for m in members)
+        first = members[0].data
+        d, o = first.X.shape[1], first.Y.shape[1]
+        self.X = torch.zeros(M, n_max + 1, d, dtype=self.dtype, device=self.device)
+        self.Y = torch.zeros(M, n_max + 1, o, dtype=first.Y.dtype, device=self.device)
+        self.W = torch.zeros(M, n_max + 1, dtype=self.dtype, device=self.device)
+        for row, m in enumerate(members):
+            n = m.data.n_samples
+            X, Y, W = m.data.all()
+            self.X[row, :n] = X
+            self.Y[row, :n] = Y
+            self.W[row, :n] = 1.0 if W is None else W
+        self.n_max = n_max
+        validating = [m for m in members if m.validation is not None]
+        self.Xv = None
+        if validating:
+            nv = max(len(m.validation.X) for m in validating)
+            self.Xv = torch.zeros(M, nv, d, dtype=torch.float64, device=self.device)
+            for row, m in enumerate(members):
+                if m.validation is not None:
+                    self.Xv[row, :len(m.validation.X)] = to_tensor(m.validation.X, self.device,
+                                                                   torch.float64)
+
+    def run_epoch(self):
+        live, bs = self.live, self.batch_size
+        M, n_max = len(live), self.n_max  # rows per member in the stacked tensors, padding aside
+        K = -(-max(m.data.n_samples for m in live) // bs)
+        order = np.full((M, K * bs), n_max, dtype=np.int64)  # padding: the zero row
+        sums = np.zeros((M, K))
+        lengths = np.zeros((M, K))
+        for row, m in enumerate(live):
+            n = m.data.n_samples
+            if m.settings.shuffle:
+                m.sample_idx = reshuffle(m.sample_idx, m.rng)
+            order[row, :n] = m.sample_idx
+            starts = np.arange(0, n, bs)
+            k = len(starts)
+            lengths[row, :k] = np.minimum(starts + bs, n) - starts
+            sums[row, :k] = (lengths[row, :k] if m.data.sample_weight is None else
+                             np.add.reduceat(m.data.sample_weight[m.sample_idx], starts))
+        # One gather per epoch, laid out (batch, member, row) so that each step is contiguous.
+        order += (n_max + 1) * np.arange(M)[:, None]  # rows of the members' stacked rows
+        idx = torch.from_numpy(order.reshape(M, K, bs).transpose(1, 0, 2).reshape(-1)).to(
+            self.device)
+        X, Y, W = (t.view(M * (n_max + 1), -1).index_select(0, idx).view(K, M, bs, -1)
+                   for t in (self.X, self.Y, self.W))
+        W = W.squeeze(3)
+        alpha = np.array([m.settings.alpha for m in live])
+        active = sums > 0
+        scale = np.where(active, 1.0 / np.where(active, sums, 1.0), 0.0)
+        values, norms = [], []
+        params = self.net.params
+        for k in range(K):
+            if not active[:, k].any():
+                continue
+            scale_k = torch.as_tensor(scale[:, k], dtype=self.dtype, device=self.device)
+            value, grads = self.net.backprop(X[k], Y[k], W[k], self.loss, scale_k)
+            if alpha.any():
+                norms.append(self.net.penalty())
+            self.optimizer.step(params, grads, alpha * scale[:, k],
+                                None if active[:, k].all() else active[:, k])
+            values.append(value)
+        del X, Y, W
+        # One read of the device per epoch: every member's loss, as scikit-learn reports it.
+        steps = [k for k in range(K) if active[:, k].any()]
+        batch_loss = torch.stack(values).double().cpu().numpy().T * self.loss.report_scale
+        if alpha.any():
+            penalty = torch.stack(norms).double().cpu().numpy().T
+            batch_loss = batch_loss + 0.5 * alpha[:, None] * penalty * scale[:, steps]
+        used = active[:, steps]
+        counted = lengths[:, steps] * used
+        return list((batch_loss * counted).sum(1) / counted.sum(1))
+
+    def validation_scores(self):
+        if self.Xv is None:
+            return [None] * len(self.live)
+        with torch.no_grad():
+            out = self.loss.link(self.net.forward(self.Xv, self.net.params.double()), dim=2)
+        out = out.cpu().numpy()
+        scores = []
+        for row, m in enumerate(self.live):
+            if m.validation is None:
+                scores.append(None)
+                continue
+            scores.append(m.validation.score_output(
+                out[row, :len(m.validation.X)].astype(m.validation.X.dtype, copy=False)))
+        return scores
+
+    def snapshot(self, row):
+        self.live[row].best_state = self.net.params[row].clone()
+
+    def iteration_ends(self, row, time_step):
+        self.optimizer.iteration_ends(row, time_step)
+
+    def trigger_stopping(self, row, msg, verbose):
+        return self.optimizer.trigger_stopping(row, msg, verbose)
+
+    def finish(self, row, member):
+        """Write a member's final weights (the best epoch's, with early stopping) and its
+        solver state back to its own module and optimizer."""
+        params = list(member.module.parameters())
+        final = member.best_state if member.best_state is not None else self.net.params[row]
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(final.clone(), params)
+        member.optimizer = self.optimizer.member(row, params)
+        member.best_state = None
+
+    def keep(self, rows, live):
+        """Only the members at ``rows`` train on."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if not rows:
+            self.live = []
+            return self.live
+        self.net.take(index)
+        self.optimizer.take(index)
+        self.X, self.Y, self.W = (t.index_select(0, index) for t in (self.X, self.Y, self.W))
+        if self.Xv is not None:
+            self.Xv = self.Xv.index_select(0, index)
+        self.live = [live[r] for r in rows]
+        return self.live
 
 
 # Rows per chunk when L-BFGS evaluates its objective over sparse or host-held data.

@@ -8,6 +8,8 @@ floats: it pickles, and moves between devices with :meth:`to`.
 
 import math
 
+import numpy as np
+
 import torch
 
 
@@ -129,3 +131,156 @@ def make_optimizer(params, est):
         return Adam(params, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
     return SGD(params, est.learning_rate_init, est.learning_rate, est.momentum,
                est.nesterovs_momentum, est.power_t)
+
+
+# --- stacks: one optimizer for M members of one shape --------------------------------------------
+
+
+def _column(values, like):
+    """Per-member numbers as an ``(M, 1)`` tensor that broadcasts over ``(M, P)`` parameters."""
+    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=like.dtype,
+                           device=like.device).view(-1, 1)
+
+
+class StackedAdam:
+    """scikit-learn's Adam (see :class:`Adam`) for a stack: member m is row m of the ``(M, P)``
+    parameters and has its own learning rate, betas, epsilon and step count. Members that share
+    their step's settings are updated by one call of torch's fused Adam kernel, as
+    :class:`Adam` updates one network; a member idle in a step is left exactly as it was."""
+
+    def __init__(self, params, settings):
+        self.learning_rate_init = np.array([s.learning_rate_init for s in settings], float)
+        self.beta_1 = np.array([s.beta_1 for s in settings], float)
+        self.beta_2 = np.array([s.beta_2 for s in settings], float)
+        self.epsilon = np.array([s.epsilon for s in settings], float)
+        self.t = np.zeros(len(settings), dtype=np.int64)
+        self.ms, self.vs = torch.zeros_like(params), torch.zeros_like(params)
+        self.net = None
+
+    def bind(self, net):
+        """Per-member views of the stack's parameters, gradients and moments."""
+        self.net = net
+        self._views = [net.member_views(t) for t in (net.params, net.grads, self.ms, self.vs)]
+        # Parameters are laid out weights first: the penalised ones are a prefix of each row.
+        self._n_penalised = sum(w[0].numel() for w in net.weights)
+        self._steps = [torch.full((), math.inf, dtype=torch.float32, device=net.params.device)
+                       for _ in range(len(self._views[0][0]) * net.params.shape[0])]
+
+    def step(self, params, grads, decay, active=None):
+        """One update of the members where ``active`` (a bool array; None: all); ``decay`` (M,)
+        adds ``decay[m] * W`` to the gradient of member m's weights."""
+        rows = np.arange(len(self.t)) if active is None else np.flatnonzero(active)
+        self.t[rows] += 1
+        t = self.t[rows]
+        lr_t = (self.learning_rate_init[rows] * np.sqrt(1 - self.beta_2[rows] ** t)
+                / (1 - self.beta_1[rows] ** t))
+        if decay.any():  # the L2 term, for every member at once: grad += decay * W
+            w = slice(0, self._n_penalised)
+            grads[:, w].addcmul_(params[:, w], _column(decay, params))
+        groups = {}
+        for r, lr in zip(rows.tolist(), lr_t.tolist()):
+            groups.setdefault((lr, self.beta_1[r], self.beta_2[r], self.epsilon[r]), []).append(r)
+        pv, gv, mv, vv = self._views
+        for (lr, b1, b2, eps), members in groups.items():
+            p = [x for r in members for x in pv[r]]
+            torch._fused_adam_(
+                p, [x for r in members for x in gv[r]], [x for r in members for x in mv[r]],
+                [x for r in members for x in vv[r]], [], self._steps[:len(p)], lr=lr,
+                beta1=b1, beta2=b2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+
+    def iteration_ends(self, row, time_step):
+        pass
+
+    def trigger_stopping(self, row, msg, verbose):
+        return Adam.trigger_stopping(None, msg, verbose)
+
+    def take(self, rows):
+        idx = rows.cpu().numpy()
+        for name in ("learning_rate_init", "beta_1", "beta_2", "epsilon", "t"):
+            setattr(self, name, getattr(self, name)[idx])
+        self.ms, self.vs = self.ms.index_select(0, rows), self.vs.index_select(0, rows)
+        if self.net is not None:
+            self.bind(self.net)
+
+    def member(self, row, module_params):
+        """Member ``row``'s state as an :class:`Adam` over its own module's parameters, for
+        ``partial_fit`` or ``warm_start`` later."""
+        opt = Adam(module_params, self.learning_rate_init[row], self.beta_1[row],
+                   self.beta_2[row], self.epsilon[row])
+        opt.t = int(self.t[row])
+        torch.nn.utils.vector_to_parameters(self.ms[row], opt.ms)
+        torch.nn.utils.vector_to_parameters(self.vs[row], opt.vs)
+        return opt
+
+
+class StackedSGD:
+    """scikit-learn's SGD (see :class:`SGD`) for a stack, each member with its own learning rate
+    and schedule, momentum and Nesterov setting."""
+
+    def __init__(self, params, settings):
+        self.learning_rate_init = np.array([s.learning_rate_init for s in settings], float)
+        self.learning_rate = self.learning_rate_init.copy()
+        self.lr_schedule = [s.learning_rate for s in settings]
+        self.momentum = np.array([s.momentum for s in settings], float)
+        self.nesterov = np.array([s.nesterovs_momentum for s in settings], bool)
+        self.power_t = np.array([s.power_t for s in settings], float)
+        self.velocities = torch.zeros_like(params)
+
+    def step(self, params, grads, decay, active=None):
+        if active is not None:
+            rows = torch.from_numpy(np.flatnonzero(active)).to(params.device)
+            sub, v = params.index_select(0, rows), self.velocities.index_select(0, rows)
+            self._update(sub, grads.index_select(0, rows), v, decay[active], active)
+            params.index_copy_(0, rows, sub)
+            self.velocities.index_copy_(0, rows, v)
+            return
+        self._update(params, grads, self.velocities, decay, slice(None))
+
+    def _update(self, params, grads, v, decay, rows):
+        if decay.any():
+            grads = grads.add_(params * self.penalised * _column(decay, params))
+        lr, mom = _column(self.learning_rate[rows], params), _column(self.momentum[rows], params)
+        v.mul_(mom).sub_(lr * grads)
+        nesterov = self.nesterov[rows]
+        if nesterov.all():
+            params.add_(mom * v - lr * grads)
+        elif not nesterov.any():
+            params.add_(v)
+        else:
+            params.add_(torch.where(_column(nesterov, params).bool(), mom * v - lr * grads, v))
+
+    def iteration_ends(self, row, time_step):
+        if self.lr_schedule[row] == "invscaling":
+            self.learning_rate[row] = (float(self.learning_rate_init[row])
+                                       / (time_step + 1) ** self.power_t[row])
+
+    def trigger_stopping(self, row, msg, verbose):
+        one = SGD.__new__(SGD)
+        one.lr_schedule, one.learning_rate = self.lr_schedule[row], self.learning_rate[row]
+        stop = SGD.trigger_stopping(one, msg, verbose)
+        self.learning_rate[row] = one.learning_rate
+        return stop
+
+    def take(self, rows):
+        idx = rows.cpu().numpy()
+        for name in ("learning_rate_init", "learning_rate", "momentum", "nesterov", "power_t"):
+            setattr(self, name, getattr(self, name)[idx])
+        self.lr_schedule = [self.lr_schedule[i] for i in idx]
+        self.velocities = self.velocities.index_select(0, rows)
+
+    def member(self, row, module_params):
+        opt = SGD(module_params, self.learning_rate_init[row], self.lr_schedule[row],
+                  self.momentum[row], bool(self.nesterov[row]), self.power_t[row])
+        opt.learning_rate = float(self.learning_rate[row])
+        torch.nn.utils.vector_to_parameters(self.velocities[row], opt.velocities)
+        return opt
+
+
+def make_stacked_optimizer(net, settings, penalised):
+    """The optimizer of a :class:`~sknn.nn.StackedMLP` whose members share a solver
+    (``settings[m].solver``); ``penalised`` marks the weights in a row of the parameters."""
+    opt = (StackedAdam if settings[0].solver == "adam" else StackedSGD)(net.params, settings)
+    opt.penalised = penalised
+    if hasattr(opt, "bind"):
+        opt.bind(net)
+    return opt

@@ -6,7 +6,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._available_if import available_if
 
 from ._base import (BaseNeuralNetwork, NeuralNetClassifierMixin, check_param, hidden_layers,
-                    regression_score)
+                    regression_score, regression_score_output)
 from .nn import MLP, PoissonDeviance, SquaredError
 
 _PARAMETERS = """
@@ -336,6 +336,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
         return pred.ravel() if pred.shape[1] == 1 else pred
 
     _score = regression_score
+    _score_output = regression_score_output
 
     @available_if(BaseNeuralNetwork._check_solver)
     def partial_fit(self, X, y, sample_weight=None):

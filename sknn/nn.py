@@ -304,7 +304,11 @@ class _Activation(nn.Module):
 
 
 def _weighted_sum(per_sample, w):
-    return per_sample.sum() if w is None else torch.dot(per_sample, w)
+    """Sum over samples, weighted by ``w``: a scalar, or one sum per member for a stack's
+    ``(members, samples)`` values."""
+    if w is None:
+        return per_sample.sum()
+    return torch.dot(per_sample, w) if w.ndim == 1 else (per_sample * w).sum(-1)
 
 
 def _weighted_delta(delta, w, dim):
@@ -328,12 +332,12 @@ class SoftmaxCrossEntropy:
         if w is None:
             value = -torch.vdot(logp.reshape(-1), y.reshape(-1))
         else:
-            value = -torch.dot((logp * y).sum(dim=dim), w)
+            value = -_weighted_sum((logp * y).sum(dim=dim), w)
         return value, _weighted_delta(logp.exp_().sub_(y), w, dim)
 
     @staticmethod
-    def link(z):
-        return torch.softmax(z, dim=1)
+    def link(z, dim=1):
+        return torch.softmax(z, dim=dim)
 
 
 class SigmoidCrossEntropy:
@@ -349,7 +353,7 @@ class SigmoidCrossEntropy:
         return self(z, y, w, dim), _weighted_delta(torch.sigmoid(z).sub_(y), w, dim)
 
     @staticmethod
-    def link(z):
+    def link(z, dim=1):
         return torch.sigmoid(z)
 
 
@@ -369,7 +373,7 @@ class SquaredError:
         return value, _weighted_delta(delta, w, dim)
 
     @staticmethod
-    def link(z):
+    def link(z, dim=1):
         return z
 
 
@@ -385,5 +389,110 @@ class PoissonDeviance:
         return self(z, y, w, dim), _weighted_delta(torch.exp(z).sub_(y), w, dim)
 
     @staticmethod
-    def link(z):
+    def link(z, dim=1):
         return torch.exp(z)
+
+
+class StackedMLP:
+    """M plain MLPs of one shape (no batch norm, no dropout), trained side by side: member m's
+    weights and biases are row m of one ``(M, P)`` parameter tensor, so that each layer is one
+    batched product (``baddbmm`` / ``bmm``) for all members, and an optimizer updates every
+    member with a few elementwise operations over that tensor.
+
+    ``weights[i]`` is a ``(M, fan_in, fan_out)`` view of the parameters, ``biases[i]`` a
+    ``(M, fan_out)`` one. Not an ``nn.Module``: it is built from and written back to
+    :class:`MLP` modules by the engine.
+    """
+
+    def __init__(self, modules):
+        first = modules[0]
+        self.activation = first.activation
+        self.shapes = [tuple(w.shape) for w in first.weights]
+        self.n_members = len(modules)
+        # Parameter order: as MLP.parameters() (weights, then biases), so that a member's row
+        # lines up with its module's flattened parameters.
+        rows = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in modules]
+        self.params = torch.stack(rows)
+        self._views()
+
+    def _views(self):
+        self.weights, self.biases = self.layers(self.params)
+        self.grads = torch.empty_like(self.params)
+
+    def layers(self, flat):
+        """``(weights, biases)``: views of a ``(M, P)`` tensor laid out as the parameters."""
+        M, off = flat.shape[0], 0
+        weights, biases = [], []
+        for fi, fo in self.shapes:
+            weights.append(flat[:, off:off + fi * fo].view(M, fi, fo))
+            off += fi * fo
+        for _, fo in self.shapes:
+            biases.append(flat[:, off:off + fo])
+            off += fo
+        return weights, biases
+
+    def member_views(self, flat):
+        """Per member, its weights then its biases, as views of a ``(M, P)`` tensor laid out as
+        the parameters (for per-member optimizer kernels)."""
+        weights, biases = self.layers(flat)
+        return [[w[m] for w in weights] + [b[m] for b in biases] for m in range(flat.shape[0])]
+
+    def take(self, rows):
+        """Keep only the members at ``rows`` (an index tensor), in that order."""
+        self.params = self.params.index_select(0, rows)
+        self.n_members = self.params.shape[0]
+        self._views()
+
+    def write_to(self, module, row_params):
+        """Copy one member's parameters (a row of ``params``) into its :class:`MLP`."""
+        torch.nn.utils.vector_to_parameters(row_params, list(module.parameters()))
+
+    def penalty(self):
+        """Per member: the sum of squared weights (the L2 term's norm), shape (M,)."""
+        return sum(torch.linalg.vector_norm(w, dim=(1, 2)).square() for w in self.weights)
+
+    def forward(self, x, params=None):
+        """Raw outputs ``(M, n, outputs)`` for inputs ``x`` of shape ``(M, n, features)``;
+        ``params`` (another dtype's copy of the parameters, say) replaces the own ones."""
+        weights, biases = self.weights, self.biases
+        if params is not None:
+            weights, biases = self.layers(params)
+        act = ACTIVATIONS[self.activation]
+        for i, (W, b) in enumerate(zip(weights, biases)):
+            x = torch.baddbmm(b.unsqueeze(1), x, W)
+            if i < len(weights) - 1:
+                x = act(x)
+        return x
+
+    @torch.no_grad()
+    def backprop(self, x, y, w, loss, scale):
+        """Per member: ``scale * loss`` on its batch (shape (M,)), and the gradients of it as
+        one ``(M, P)`` tensor laid out as ``params``. ``w`` (M, n) weighs each row: padding rows
+        and idle members weigh zero; ``scale`` (M,) is each member's 1 / batch weight."""
+        relu = self.activation == "relu"
+        act = _INPLACE_ACTIVATIONS[self.activation]
+        outputs = [x]
+        n = len(self.weights)
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            h = torch.baddbmm(b.unsqueeze(1), outputs[-1], W)
+            outputs.append(h.clamp_min_(0) if relu else act(h))
+        # The output layer runs output-major, z.T = W.T @ h.T, as in MLP.backprop: with few
+        # outputs its products and the loss are several times faster in this layout.
+        h, w_out = outputs[-1], self.weights[-1].transpose(1, 2)
+        z = torch.baddbmm(self.biases[-1].unsqueeze(2), w_out, h.transpose(1, 2))
+        value, delta = loss.value_and_delta(z, y.transpose(1, 2), w, dim=1)
+        delta.mul_(scale.view(-1, 1, 1))
+        grad_w, grad_b = [None] * n, [None] * n
+        grad_w[-1] = torch.bmm(h.transpose(1, 2), delta.transpose(1, 2))
+        grad_b[-1] = delta.sum(dim=2)
+        if n > 1:
+            delta = torch.bmm(delta.transpose(1, 2), w_out)  # back to (members, rows, units)
+        for i in range(n - 2, -1, -1):
+            delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
+            grad_w[i] = torch.bmm(outputs[i].transpose(1, 2), delta)
+            grad_b[i] = delta.sum(dim=1)
+            if i:
+                delta = torch.bmm(delta, self.weights[i].transpose(1, 2))
+        M = self.params.shape[0]
+        torch.cat([g.reshape(M, -1) for g in grad_w + grad_b], dim=1, out=self.grads)
+        return value * scale, self.grads

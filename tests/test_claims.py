@@ -298,3 +298,16 @@ def test_predictions_over_several_inference_chunks(Est, dtype):
         np.testing.assert_allclose(shifted, full[3:], rtol=1e-13, atol=1e-15)
     if Est is MLPClassifier:
         np.testing.assert_array_equal(est.predict(X), est.classes_[np.argmax(full, axis=1)])
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [3, 7], ["only"]])
+def test_validation_score_is_sklearns_accuracy(digits, labels):
+    """The early-stopping score (computed without scikit-learn's checks, after every epoch) is
+    accuracy_score of the predictions, for multiclass, binary and single-class targets."""
+    X, _, y, _ = digits
+    y = np.asarray(labels)[y % len(labels)]
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    proba = clf._output(X, check_input=False)
+    assert clf._score_output(proba, y) == accuracy_score(y, clf.predict(X))
+    w = np.linspace(0.5, 2, len(y))
+    assert clf._score_output(proba, y, w) == accuracy_score(y, clf.predict(X), sample_weight=w)
