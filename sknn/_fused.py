@@ -1,0 +1,298 @@
+"""Fused fits: many (candidate, fold) fits of an sknn MLP trained as stacks of one network shape.
+
+A fused search runs in three phases, and scikit-learn's own search code does everything but the
+training:
+
+1. **capture**: each (candidate, fold) estimator is fitted on its training rows with the MLP's
+   ``fit`` intercepted: a Pipeline's other steps fit as usual, and the MLP records the data it
+   was given instead of training;
+2. **train**: the captured MLPs are grouped by network shape and trained as stacks, each stack a
+   joblib task (``n_jobs`` and the dask / Ray backends spread them); each member ends with the
+   model its own fit would give. MLPs that cannot be fused train alone, by their own ``fit``;
+3. **replay**: scikit-learn's search runs as usual; when an MLP's ``fit`` is called with the
+   parameters and data of a trained member, it takes that member's fitted state (or raises its
+   error) instead of training again. Anything not trained in phase 2 (another estimator, data
+   that differ) simply trains.
+
+A member is found by a hash of its class, parameters and data, so a replayed fit can only ever
+receive the model of the very same fit.
+"""
+
+import copy
+import threading
+import time
+import warnings
+
+import joblib
+import numpy as np
+import scipy.sparse as sp
+
+# Phase 1 records here (a list) while it runs; phase 3 looks members up here (a dict).
+_CAPTURE = None
+_REGISTRY = None
+_LOCK = threading.Lock()
+
+
+def fusable_type(est):
+    from .mlp import MLPClassifier, MLPRegressor
+    return type(est) in (MLPClassifier, MLPRegressor)
+
+
+def data_key(X, y, sample_weight):
+    return joblib.hash((X, y, sample_weight))
+
+
+def member_key(est, X, y, sample_weight, data=None):
+    """What identifies a fit: the estimator's class and parameters, and its data (``data``: the
+    data's :func:`data_key`, when known)."""
+    if data is None:
+        data = data_key(X, y, sample_weight)
+    return joblib.hash((type(est).__name__, est.get_params(deep=False), data))
+
+
+def intercept(est, X, y, sample_weight):
+    """Called by ``fit`` of every sknn estimator while a fused search runs: the fitted estimator
+    when this fit has been trained already (or its error, raised), None to fit as usual."""
+    if _CAPTURE is not None and fusable_type(est):
+        _CAPTURE.append((est, X, y, sample_weight))
+        return est
+    registry = _REGISTRY
+    if not registry or not fusable_type(est):
+        return None
+    with _LOCK:
+        found = registry.get(member_key(est, X, y, sample_weight))
+    if found is None:
+        return None
+    fitted, error = found
+    if error is not None:
+        raise copy.copy(error)
+    params = est.get_params(deep=False)
+    state = {k: v for k, v in fitted.__dict__.items() if k not in params}
+    est.__dict__.update(copy.deepcopy(state))
+    return est
+
+
+# Largest minibatch x widest layer that is fused. Above it a single fit's products are large
+# enough to run near the CPU's peak on their own, and a stack was measured slower than its fits
+# one by one (2 cores, AVX-512, 20,000 x 100 rows, 4 members: batch 200 x 1,024 units fused in
+# 0.79x the time, 200 x 2,048 in 1.27x, 1,000 x 1,024 in 1.22x; benchmarks/bench_search.py).
+FUSE_MAX_WORK = 256 * 1024
+
+
+def fusable(est, X):
+    """Whether this fit can train inside a stack: a plain MLP on dense data, trained by a
+    stochastic solver, with no per-epoch randomness of its own nor per-epoch output, and small
+    enough that batching it with others pays (see FUSE_MAX_WORK)."""
+    if not (est.solver in ("adam", "sgd") and not est.dropout and not est.batch_norm
+            and est.checkpoint_path is None and not est.verbose and not sp.issparse(X)):
+        return False
+    try:
+        from ._base import hidden_layers
+        width = max([X.shape[1], *hidden_layers(est)])
+        batch = 200 if est.batch_size == "auto" else int(est.batch_size)
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return True  # invalid parameters: the member's own checks will say so
+    return min(batch, X.shape[0]) * width <= FUSE_MAX_WORK
+
+
+def _train_task(entries, fuse):
+    """One joblib task: train ``entries`` [(key, est, X, y, sample_weight)], as stacks when
+    ``fuse``, else one by one through their own ``fit``. Returns [(key, fitted or None, error,
+    seconds)]."""
+    from . import _engine
+    out = []
+    if not fuse:
+        for key, est, X, y, sw in entries:
+            tic = time.perf_counter()
+            try:
+                est.fit(X, y, sample_weight=sw)
+                out.append((key, est, None, time.perf_counter() - tic))
+            except Exception as e:  # noqa: BLE001 - handed to the search's error_score
+                out.append((key, None, e, time.perf_counter() - tic))
+        return out
+    groups = {}
+    for key, est, X, y, sw in entries:
+        tic = time.perf_counter()
+        try:
+            member = est._prepare_fit(X, y, sw)
+        except Exception as e:  # noqa: BLE001
+            out.append((key, None, e, time.perf_counter() - tic))
+            continue
+        member.seconds = time.perf_counter() - tic
+        groups.setdefault(_signature(member), []).append((key, est, member))
+    for group in groups.values():
+        members = [m for _, _, m in group]
+        _engine.train(members)
+        for key, est, member in group:
+            if member.error is not None:
+                out.append((key, None, member.error, member.seconds))
+            else:
+                est._finish_fit(member)
+                out.append((key, est, None, member.seconds))
+    return out
+
+
+def _signature(member):
+    """What members of one stack must share."""
+    module = member.module
+    return (tuple(tuple(w.shape) for w in module.weights), module.activation,
+            member.settings.solver, member.settings.batch_size, member.data.dtype,
+            str(member.data.device), type(member.loss).__name__, member.loss.report_scale)
+
+
+def _group_key(est, X, y):
+    """A cheap guess, before any weights are drawn, of the stack a captured fit will join
+    (:func:`_signature` decides, inside the task)."""
+    from sklearn.base import is_classifier
+    from ._data import resolve_device
+    n, d = X.shape[0], (X.shape[1] if getattr(X, "ndim", 2) == 2 else -1)
+    if is_classifier(est):
+        y_arr = np.asarray(y)
+        target = ("multilabel", y_arr.shape[1]) if y_arr.ndim == 2 else (
+            "labels", len(np.unique(y_arr)))
+    else:
+        target = ("values", 1 if np.ndim(y) == 1 else np.shape(y)[1], est.loss)
+    n_train = n - int(np.ceil(est.validation_fraction * n)) if est.early_stopping else n
+    batch = min(200, n_train) if est.batch_size == "auto" else min(est.batch_size, n_train)
+    dtype = getattr(X, "dtype", None) == np.float32
+    try:
+        device = str(resolve_device(est.device))
+    except (ValueError, TypeError):
+        device = repr(est.device)
+    return (type(est).__name__, repr(est.hidden_layer_sizes), est.activation, est.solver, d,
+            target, batch, dtype, device)
+
+
+def stack_nbytes(entries):
+    """Bytes a stack of these fits holds on its device: each member's rows (and a shuffled copy
+    of them), its parameters and the solver's state."""
+    total = 0
+    for _, est, X, y, _ in entries:
+        width = X.shape[1] + (np.shape(y)[1] if np.ndim(y) == 2 else 1) + 1
+        total += 2 * X.shape[0] * width * 8
+    return total
+
+
+# Largest stack, in bytes of stacked data (see stack_nbytes); larger groups are split.
+STACK_BUDGET = 1 << 30
+
+
+def plan_tasks(captured, n_tasks_hint=1):
+    """Tasks from captured fits [(key, est, X, y, sw)]: stacks of the fits that can share one
+    (split to stay within STACK_BUDGET, and into ``n_tasks_hint`` parts for parallel workers),
+    and the rest, one task each. Returns [(entries, fuse)]."""
+    groups, tasks = {}, []
+    for entry in captured:
+        _, est, X, y, _ = entry
+        if fusable(est, X):
+            groups.setdefault(_group_key(est, X, y), []).append(entry)
+        else:
+            tasks.append(([entry], False))
+    for group in groups.values():
+        parts = max(n_tasks_hint if len(group) >= 2 * n_tasks_hint else 1,
+                    int(np.ceil(stack_nbytes(group) / STACK_BUDGET)))
+        for chunk in np.array_split(np.arange(len(group)), min(parts, len(group))):
+            tasks.append(([group[i] for i in chunk], len(chunk) > 1))
+    return tasks
+
+
+class FusedFits:
+    """Phases 1 and 2 of a fused search, and the registry phase 3 reads (a context manager)."""
+
+    def __init__(self):
+        self.results = {}
+        self.seconds = {}
+
+    def capture(self, estimator, X, y, fit_params, candidates, splits):
+        """Phase 1: fit every (candidate, fold) with the MLP intercepted. Returns the captured
+        fits [(key, est, X, y, sw)] and, per key, the (candidate, split) pairs that gave it."""
+        from sklearn.base import clone
+        from sklearn.utils.metaestimators import _safe_split
+        from sklearn.utils.validation import _check_method_params
+        global _CAPTURE
+        captured, where, seen = {}, {}, {}
+        for c, params in enumerate(candidates):
+            for s, (train, _) in enumerate(splits):
+                est = clone(estimator).set_params(**clone(params, safe=False))
+                if not fusable_type(_final_step(est)):
+                    continue
+                # The MLP's data depends on the fold and the steps before it only: candidates
+                # that differ in the MLP's parameters alone share it (the replay checks it).
+                prefix = (s, _prefix_key(est))
+                if prefix[1] is not None and prefix in seen:
+                    Xm, ym, sw, data = seen[prefix]
+                    mlp = _final_step(est)
+                    key = member_key(mlp, Xm, ym, sw, data)
+                    self.seconds[(c, s)] = 0.0
+                    where.setdefault(key, []).append((c, s))
+                    if key not in captured:
+                        captured[key] = (key, mlp, Xm, ym, sw)
+                    continue
+                X_train, y_train = _safe_split(est, X, y, train)
+                kwargs = _check_method_params(X, params=fit_params, indices=train)
+                tic = time.perf_counter()
+                _CAPTURE = []
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        est.fit(X_train, y_train, **kwargs)
+                    got = _CAPTURE
+                except Exception:  # noqa: BLE001 - the replay meets the same error
+                    got = []
+                finally:
+                    _CAPTURE = None
+                if len(got) != 1:
+                    continue
+                mlp, Xm, ym, sw = got[0]
+                data = data_key(Xm, ym, sw)
+                key = member_key(mlp, Xm, ym, sw, data)
+                if prefix[1] is not None:
+                    seen[prefix] = (Xm, ym, sw, data)
+                self.seconds[(c, s)] = time.perf_counter() - tic
+                where.setdefault(key, []).append((c, s))
+                if key not in captured:
+                    captured[key] = (key, mlp, Xm, ym, sw)
+        return list(captured.values()), where
+
+    def train(self, captured, where, n_jobs, pre_dispatch="2*n_jobs"):
+        """Phase 2: the stacks and lone fits as joblib tasks."""
+        n_workers = joblib.effective_n_jobs(n_jobs)
+        tasks = plan_tasks(captured, n_workers)
+        parallel = joblib.Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+        for out in parallel(joblib.delayed(_train_task)(entries, fuse)
+                            for entries, fuse in tasks):
+            for key, fitted, error, seconds in out:
+                self.results[key] = (fitted, error)
+                for pair in where[key]:
+                    self.seconds[pair] = self.seconds.get(pair, 0.0) + seconds / len(where[key])
+
+    def __enter__(self):
+        global _REGISTRY
+        _REGISTRY = self.results
+        return self
+
+    def __exit__(self, *exc):
+        global _REGISTRY
+        _REGISTRY = None
+        return False
+
+
+def _prefix_key(est):
+    """A hash of what comes before the MLP: the parameters of a flat Pipeline's other steps
+    ("" for a bare MLP), or None where that is not known (nested pipelines)."""
+    from sklearn.pipeline import Pipeline
+    if not isinstance(est, Pipeline):
+        return ""
+    last = est.steps[-1][0]
+    if isinstance(est.steps[-1][1], Pipeline):
+        return None
+    params = {k: v for k, v in est.get_params(deep=True).items()
+              if k != "steps" and k != last and not k.startswith(last + "__")}
+    return joblib.hash(params)
+
+
+def _final_step(est):
+    from sklearn.pipeline import Pipeline
+    while isinstance(est, Pipeline):
+        est = est.steps[-1][1]
+    return est

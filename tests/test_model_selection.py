@@ -1,0 +1,324 @@
+"""sknn.model_selection: fused searches give scikit-learn's search results, fit for fit."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import loguniform
+from sklearn import model_selection as skms
+from sklearn.datasets import load_diabetes, load_digits, make_multilabel_classification
+from sklearn.exceptions import FitFailedWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import make_scorer, recall_score
+from sklearn.model_selection import GroupKFold, KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor, _engine
+from sknn.model_selection import GridSearchCV, RandomizedSearchCV
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:300] / 16, y[:300]
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X)[:240], (y[:240] - y.mean()) / y.std()
+
+
+@pytest.fixture
+def stacks(monkeypatch):
+    """The sizes of the stacks trained (an ordinary fit is not a stack)."""
+    sizes, init = [], _engine.FusedStack.__init__
+
+    def spy(self, members):
+        sizes.append(len(members))
+        init(self, members)
+
+    monkeypatch.setattr(_engine.FusedStack, "__init__", spy)
+    return sizes
+
+
+def assert_same_search(ours, ref, atol=1e-9):
+    """Every split's scores, the ranks and the best candidate as scikit-learn's search."""
+    assert set(ours.cv_results_) == set(ref.cv_results_)
+    for key, value in ref.cv_results_.items():
+        if key.startswith(("split", "mean_test", "std_test", "mean_train", "rank")):
+            np.testing.assert_allclose(ours.cv_results_[key], value, atol=atol, err_msg=key)
+        elif key.startswith("param"):
+            assert list(ours.cv_results_[key]) == list(value), key
+    assert ours.best_index_ == ref.best_index_
+    assert ours.best_params_ == ref.best_params_
+    assert ours.best_score_ == pytest.approx(ref.best_score_, abs=atol)
+    assert ours.n_splits_ == ref.n_splits_ and ours.multimetric_ == ref.multimetric_
+
+
+def both(search, estimator, grid, X, y, **kw):
+    fit_params = kw.pop("fit_params", {})
+    ours = getattr(__import__("sknn.model_selection").model_selection, search)(
+        estimator, grid, **kw).fit(X, y, **fit_params)
+    ref = getattr(skms, search)(estimator, grid, **kw).fit(X, y, **fit_params)
+    return ours, ref
+
+
+def test_classifier_pipeline_grid_fuses_and_matches_sklearn(digits, stacks):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=8, random_state=0))
+    grid = {"mlpclassifier__hidden_layer_sizes": [(16,), (24,)],
+            "mlpclassifier__learning_rate_init": [1e-3, 1e-2]}
+    ours, ref = both("GridSearchCV", pipe, grid, X, y, cv=3, return_train_score=True)
+    assert_same_search(ours, ref)
+    assert sorted(stacks) == [6, 6]  # one stack per layer size: 2 rates x 3 folds
+    np.testing.assert_array_equal(ours.predict_proba(X), ref.predict_proba(X))
+    assert ours.classes_.tolist() == ref.classes_.tolist() and ours.n_features_in_ == 64
+    assert ours.refit_time_ > 0 and callable(ours.scorer_)
+    # fit times of fused fits: each fit's share of its stack, plus its own steps
+    assert (ours.cv_results_["mean_fit_time"] > 0).all()
+
+
+def test_members_are_the_models_their_own_fits_give(digits):
+    """Each member of a stack ends with its own fit's model: its weights, record and solver
+    state (a partial_fit afterwards continues identically)."""
+    from sknn import _fused
+    X, y = digits
+    grid = [dict(learning_rate_init=lr, alpha=a, random_state=rs, solver=solver)
+            for lr in (1e-3, 3e-2) for a in (1e-4, 1.0) for rs in (0, np.random.RandomState(1))
+            for solver in ("adam", "sgd")]
+    w = np.random.RandomState(0).rand(len(y)) + 0.5
+    from sklearn.base import clone
+    base = MLPClassifier(hidden_layer_sizes=(12, 8), max_iter=12, batch_size=64)
+    entries = [(i, clone(base).set_params(**clone(g, safe=False)), X, y, w)
+               for i, g in enumerate(grid)]
+    out = {}
+    for solver in ("adam", "sgd"):
+        mine = [e for e in entries if e[1].solver == solver]
+        for key, fitted, error, _ in _fused._train_task(mine, fuse=True):
+            assert error is None
+            out[key] = fitted
+    for i, g in enumerate(grid):
+        ref = clone(base).set_params(**clone(g, safe=False)).fit(X, y, sample_weight=w)
+        got = out[i]
+        assert got.n_iter_ == ref.n_iter_ and got.t_ == ref.t_
+        np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-12)
+        for a, b in zip(got.coefs_ + got.intercepts_, ref.coefs_ + ref.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+        got.partial_fit(X, y)
+        ref.partial_fit(X, y)
+        np.testing.assert_allclose(got.coefs_[0], ref.coefs_[0], rtol=1e-10, atol=1e-13)
+
+
+def test_regressor_with_early_stopping_and_sample_weight(diabetes, stacks):
+    X, y = diabetes
+    est = MLPRegressor(hidden_layer_sizes=(8,), max_iter=15, early_stopping=True,
+                       n_iter_no_change=2, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e-2, 1e-1], "alpha": [1e-4, 1.0]}
+    w = np.random.RandomState(1).rand(len(y)) + 0.2
+    ours, ref = both("GridSearchCV", est, grid, X, y, cv=3, fit_params={"sample_weight": w})
+    assert_same_search(ours, ref)
+    assert stacks == [18]
+
+
+def test_multilabel_and_mixed_solvers_and_unfusable_candidates(stacks):
+    X, Y = make_multilabel_classification(n_samples=200, n_classes=3, random_state=0)
+    X = X / X.max()
+    grid = [{"solver": ["adam", "sgd"], "learning_rate_init": [1e-3, 1e-2]},
+            {"solver": ["lbfgs"], "max_iter": [5]},
+            {"dropout": [0.2], "max_iter": [3]}]
+    est = MLPClassifier(hidden_layer_sizes=(10,), max_iter=6, random_state=0)
+    ours, ref = both("GridSearchCV", est, grid, X, Y, cv=2)
+    assert_same_search(ours, ref)
+    assert sorted(stacks) == [4, 4]  # adam and sgd stacks; lbfgs and dropout fit alone
+
+
+@pytest.mark.parametrize("params, fused", [
+    (dict(class_weight="balanced"), True),
+    (dict(warm_start=True), True),
+    (dict(batch_norm=True), False),
+    (dict(dropout=0.1), False),
+    (dict(verbose=1), False),
+])
+def test_what_fuses_and_what_falls_back(digits, stacks, params, fused, capsys):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, **params)
+    ours, ref = both("GridSearchCV", est, {"learning_rate_init": [1e-3, 1e-2]}, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == ([4] if fused else [])
+
+
+def test_checkpoint_path_falls_back_and_each_fit_completes(digits, stacks, tmp_path):
+    X, y = digits
+    path = tmp_path / "fit.ckpt"
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                        checkpoint_path=str(path))
+    ours, ref = both("GridSearchCV", est, {"learning_rate_init": [1e-3, 1e-2]}, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == [] and not path.exists()
+
+
+def test_randomized_search_with_unseeded_sampler_and_float32(digits, stacks):
+    X, y = digits
+    X = X.astype(np.float32)
+    dist = {"learning_rate_init": loguniform(1e-4, 1e-1), "alpha": loguniform(1e-5, 1)}
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=6, random_state=0)
+    ours, ref = both("RandomizedSearchCV", est, dist, X, y, n_iter=5, cv=2, random_state=0)
+    assert_same_search(ours, ref, atol=0.01)
+    assert stacks == [10]
+    # Unseeded: the candidates are drawn once; the ones scored are the ones trained.
+    unseeded = RandomizedSearchCV(est, dist, n_iter=4, cv=2).fit(X, y)
+    assert len(unseeded.cv_results_["params"]) == 4 and stacks[-1] == 8
+
+
+def test_multimetric_callable_refit_groups_and_error_score(digits, stacks):
+    X, y = digits
+    groups = np.arange(len(y)) % 4
+    scoring = {"acc": "accuracy", "rec": make_scorer(recall_score, average="macro")}
+
+    def refit(results):
+        return int(np.nanargmax(results["mean_test_rec"]))
+
+    grid = {"learning_rate_init": [1e-3, 1e-2], "hidden_layer_sizes": [(8,), (-1,)]}
+    est = MLPClassifier(max_iter=4, random_state=0)
+    kw = dict(cv=GroupKFold(n_splits=2), scoring=scoring, refit=refit, error_score=np.nan,
+              fit_params={"groups": groups})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitFailedWarning)
+        ours, ref = both("GridSearchCV", est, grid, X, y, **kw)
+    assert np.isnan(ours.cv_results_["mean_test_acc"]).sum() == 2  # the invalid size
+    ok = ~np.isnan(ref.cv_results_["mean_test_acc"])
+    for key in ("mean_test_acc", "mean_test_rec", "rank_test_acc", "rank_test_rec"):
+        np.testing.assert_allclose(ours.cv_results_[key][ok], ref.cv_results_[key][ok])
+    assert ours.best_index_ == ref.best_index_ and ours.best_params_ == ref.best_params_
+    assert stacks == [4]
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        GridSearchCV(est, grid, cv=2, error_score="raise").fit(X, y)
+
+
+def test_a_member_that_diverges_gets_error_score_and_the_others_train_on(diabetes, stacks):
+    X, y = diabetes
+    est = MLPRegressor(solver="sgd", hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e3]}
+    with pytest.warns(FitFailedWarning):
+        ours, ref = both("GridSearchCV", est, grid, X * 100, y * 100, cv=2, error_score=-1.0,
+                         refit=False)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"],
+                               ref.cv_results_["mean_test_score"], atol=1e-9)
+    assert ours.cv_results_["mean_test_score"][1] == -1.0
+    assert stacks == [4]
+
+
+def test_non_sknn_and_convnet_estimators_use_sklearns_search(digits, stacks):
+    X, y = digits
+    ours, ref = both("GridSearchCV", LogisticRegression(max_iter=200), {"C": [0.1, 1.0]}, X, y,
+                     cv=2)
+    assert_same_search(ours, ref)
+    net = ConvNetClassifier(conv_layers=(4,), hidden_layer_sizes=(8,), max_iter=2,
+                            random_state=0, device="cpu")
+    ours, ref = both("GridSearchCV", net, {"learning_rate_init": [1e-3, 1e-2]}, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == []
+
+
+def test_n_jobs_2_and_shuffled_splits_give_the_same_search(digits):
+    X, y = digits
+    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=4,
+                                                        random_state=0))
+    grid = {"mlpclassifier__learning_rate_init": [1e-3, 1e-2]}
+    cv = KFold(3, shuffle=True, random_state=0)
+    one = GridSearchCV(est, grid, cv=cv).fit(X, y)
+    two = GridSearchCV(est, grid, cv=cv, n_jobs=2).fit(X, y)
+    assert_same_search(two, one)
+
+
+def test_verbose_and_callbacks_as_sklearns_search(digits, capsys):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2, verbose=1).fit(X, y)
+    assert "Fitting 2 folds for each of 2 candidates, totalling 4 fits" in capsys.readouterr().out
+    callback = pytest.importorskip("sklearn.callback")
+    seen = []
+
+    class Count:
+        def setup(self, estimator, context):
+            pass
+
+        def teardown(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context, **kwargs):
+            seen.append(context.task_name)
+
+        def on_fit_task_end(self, estimator, context, **kwargs):
+            return False
+
+    search = GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2)
+    callbacks = [Count()]
+    try:
+        callbacks.append(callback.ProgressBar())
+    except ImportError:  # it needs rich
+        pass
+    search.set_callbacks(*callbacks).fit(X, y)
+    assert seen.count("candidate-split-evaluation") == 4
+
+
+def test_random_state_instances_are_copied_per_fit_as_clone_does(digits, stacks):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=4,
+                        random_state=np.random.RandomState(3))
+    state = est.random_state.get_state()[1].copy()
+    ours, ref = both("GridSearchCV", est, {"learning_rate_init": [1e-3, 1e-2]}, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == [4]
+    np.testing.assert_array_equal(est.random_state.get_state()[1], state)  # never consumed
+
+
+def test_a_stack_over_the_memory_budget_is_split(digits, stacks, monkeypatch):
+    from sknn import _fused
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=4, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e-2], "alpha": [1e-4, 1e-2]}
+    whole = GridSearchCV(est, grid, cv=2).fit(X, y)
+    one_fit = _fused.stack_nbytes([(None, est, X[:150], y[:150], None)])
+    monkeypatch.setattr(_fused, "STACK_BUDGET", 3 * one_fit)
+    split = GridSearchCV(est, grid, cv=2).fit(X, y)
+    assert stacks == [8, 3, 3, 2]
+    assert_same_search(split, whole, atol=1e-12)
+
+
+def test_fits_too_large_to_gain_from_fusing_train_alone(digits, stacks, monkeypatch):
+    from sknn import _fused
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e-2]}
+    monkeypatch.setattr(_fused, "FUSE_MAX_WORK", 150 * 64 - 1)  # batch 150 x 64 features
+    ours, ref = both("GridSearchCV", est, grid, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == []
+    monkeypatch.setattr(_fused, "FUSE_MAX_WORK", 150 * 64)
+    GridSearchCV(est, grid, cv=2).fit(X, y)
+    assert stacks == [4]
+
+
+def test_members_of_other_sizes_leave_the_stack_in_any_order(digits):
+    """Members with more or fewer rows (and batches) than others, stopping at other epochs:
+    each ends as its own fit."""
+    from sklearn.base import clone
+
+    from sknn import _fused
+    X, y = digits
+    w = np.random.RandomState(0).rand(len(y)) + 0.5
+    sizes_and_epochs = [(300, 2), (250, 5), (201, 4), (120, 3)]
+    base = MLPClassifier(hidden_layer_sizes=(8,), batch_size=50, random_state=0)
+    entries = [(i, clone(base).set_params(max_iter=e), X[:n], y[:n], w[:n])
+               for i, (n, e) in enumerate(sizes_and_epochs)]
+    out = {key: fitted for key, fitted, _, _ in _fused._train_task(entries, fuse=True)}
+    for i, (n, e) in enumerate(sizes_and_epochs):
+        ref = clone(base).set_params(max_iter=e).fit(X[:n], y[:n], sample_weight=w[:n])
+        assert out[i].n_iter_ == e
+        np.testing.assert_allclose(out[i].loss_curve_, ref.loss_curve_, rtol=1e-12)
+        np.testing.assert_allclose(out[i].coefs_[0], ref.coefs_[0], rtol=1e-10, atol=1e-13)
