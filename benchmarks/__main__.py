@@ -18,6 +18,7 @@ BENCHMARKS = {
     "convnet": ("bench_convnet", ["--seeds", "5"], ["--folds", "1"]),
     "transfer": ("bench_transfer", ["--rounds", "15"], ["--rounds", "1", "--skip-accuracy"]),
     "parallel": ("bench_parallel", ["--rounds", "5"], ["--rounds", "1"]),
+    "search": ("bench_search", ["--rounds", "3"], ["--quick"]),
     "memmap": ("bench_memmap", [], ["--rows", "100000"]),
     "distributed": ("bench_distributed", [], []),
     "baselines": ("bench_baselines", [], ["--quick"]),

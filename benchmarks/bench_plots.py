@@ -4,6 +4,7 @@
 - convnet_digits.png: accuracy vs fit time on digits (bench_convnet.json);
 - mlp_speed.png: ms per epoch of sknn, scikit-learn and skorch (bench_mlp.json);
 - scaling.png: fit time and peak memory against n_samples (bench_scaling.json);
+- search.png: time of the fused search and scikit-learn's searches (bench_search.json);
 - mlp_loss_curves.png: sknn's and scikit-learn's loss curves on digits from the same
   random_state (computed here: they lie on top of each other).
 
@@ -102,6 +103,23 @@ def plot_scaling(plt, data, out):
     fig.savefig(out, dpi=100)
 
 
+def plot_search(plt, data, out):
+    scenarios = [k for k in ("main_grid", "main_grid_n_jobs_2", "randomized") if k in data]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    kinds = ["fused", "sklearn+sknn", "sklearn"]
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        ax.bar([j + i * width for j in range(len(scenarios))],
+               [data[s]["median_seconds"].get(kind, 0) for s in scenarios], width, label=kind)
+    ax.set_xticks([j + width for j in range(len(scenarios))])
+    ax.set_xticklabels([s.replace("_", " ") for s in scenarios])
+    ax.set_ylabel("search time (s, median)")
+    ax.set_title("GridSearchCV / RandomizedSearchCV on digits (60 and 100 fits)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def plot_loss_curves(plt, out):
     from sklearn.datasets import load_digits
     from sklearn.exceptions import ConvergenceWarning
@@ -142,7 +160,8 @@ def main(argv=None):
             ("baselines.png", "bench_baselines.json", plot_baselines),
             ("convnet_digits.png", "bench_convnet.json", plot_convnet),
             ("mlp_speed.png", "bench_mlp.json", plot_mlp_speed),
-            ("scaling.png", "bench_scaling.json", plot_scaling)):
+            ("scaling.png", "bench_scaling.json", plot_scaling),
+            ("search.png", "bench_search.json", plot_search)):
         data = _load(args.results, source)
         if data is not None:
             draw(plt, data, os.path.join(args.results, name))
