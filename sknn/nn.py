@@ -478,12 +478,14 @@ class StackedMLP:
             outputs.append(h.clamp_min_(0) if relu else act(h))
         # The output layer runs output-major, z.T = W.T @ h.T, as in MLP.backprop: with few
         # outputs its products and the loss are several times faster in this layout.
-        h, w_out = outputs[-1], self.weights[-1].transpose(1, 2)
+        h, w_out = outputs[-1], self.weights[-1].transpose(1, 2).contiguous()
         z = torch.baddbmm(self.biases[-1].unsqueeze(2), w_out, h.transpose(1, 2))
         value, delta = loss.value_and_delta(z, y.transpose(1, 2), w, dim=1)
         delta.mul_(scale.view(-1, 1, 1))
         grad_w, grad_b = [None] * n, [None] * n
-        grad_w[-1] = torch.bmm(h.transpose(1, 2), delta.transpose(1, 2))
+        # (outputs, units) = delta @ h, both operands read in their own order: the transposed
+        # product h.T @ delta.T ran 3.5x slower on activations out of the cache
+        grad_w[-1] = torch.bmm(delta, h).transpose(1, 2)
         grad_b[-1] = delta.sum(dim=2)
         if n > 1:
             delta = torch.bmm(delta.transpose(1, 2), w_out)  # back to (members, rows, units)
