@@ -59,16 +59,19 @@ def intercept(est, X, y, sample_weight):
     registry = _REGISTRY
     if not registry or not fusable_type(est):
         return None
+    key = member_key(est, X, y, sample_weight)
     with _LOCK:
-        found = registry.get(member_key(est, X, y, sample_weight))
-    if found is None:
-        return None
-    fitted, error = found
+        found = registry.get(key)
+        if found is None:
+            return None
+        fitted, error, uses = found
+        registry[key] = (fitted, error, uses - 1)
     if error is not None:
         raise copy.copy(error)
     params = est.get_params(deep=False)
     state = {k: v for k, v in fitted.__dict__.items() if k not in params}
-    est.__dict__.update(copy.deepcopy(state))
+    # The last fit expected to take this model takes it as it is; any other, a copy.
+    est.__dict__.update(state if uses == 1 else copy.deepcopy(state))
     return est
 
 
@@ -262,7 +265,7 @@ class FusedFits:
         for out in parallel(joblib.delayed(_train_task)(entries, fuse)
                             for entries, fuse in tasks):
             for key, fitted, error, seconds in out:
-                self.results[key] = (fitted, error)
+                self.results[key] = (fitted, error, len(where[key]))
                 for pair in where[key]:
                     self.seconds[pair] = self.seconds.get(pair, 0.0) + seconds / len(where[key])
 

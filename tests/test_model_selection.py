@@ -322,3 +322,32 @@ def test_members_of_other_sizes_leave_the_stack_in_any_order(digits):
         assert out[i].n_iter_ == e
         np.testing.assert_allclose(out[i].loss_curve_, ref.loss_curve_, rtol=1e-12)
         np.testing.assert_allclose(out[i].coefs_[0], ref.coefs_[0], rtol=1e-10, atol=1e-13)
+
+
+def test_metadata_routing_of_sample_weight_through_a_pipeline(digits, stacks):
+    import sklearn
+    X, y = digits
+    w = np.random.RandomState(2).rand(len(y)) + 0.5
+    with sklearn.config_context(enable_metadata_routing=True):
+        mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=4, random_state=0)
+        pipe = make_pipeline(StandardScaler().set_fit_request(sample_weight=False),
+                             mlp.set_fit_request(sample_weight=True)
+                             .set_score_request(sample_weight=True))
+        grid = {"mlpclassifier__learning_rate_init": [1e-3, 1e-2]}
+        ours, ref = both("GridSearchCV", pipe, grid, X, y, cv=2,
+                         fit_params={"sample_weight": w})
+    assert_same_search(ours, ref)
+    assert stacks == [4]
+
+
+@pytest.mark.parametrize("target", ["poisson", "multi-output"])
+def test_poisson_and_multi_output_regressors_fuse(diabetes, stacks, target):
+    X, y = diabetes
+    if target == "poisson":
+        est, Y = MLPRegressor(loss="poisson", hidden_layer_sizes=(8,), max_iter=5,
+                              random_state=0), y - y.min()
+    else:
+        est, Y = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0), np.c_[y, -y]
+    ours, ref = both("GridSearchCV", est, {"learning_rate_init": [1e-3, 1e-2]}, X, Y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == [4]
