@@ -125,7 +125,12 @@ def _train_task(entries, fuse):
         groups.setdefault(_signature(member), []).append((key, est, member))
     for group in groups.values():
         members = [m for _, _, m in group]
-        _engine.train(members)
+        try:
+            _engine.train(members)
+        except Exception as e:  # noqa: BLE001 - one member alone raises its own error
+            if len(members) > 1:
+                raise
+            members[0].error = e
         for key, est, member in group:
             if member.error is not None:
                 out.append((key, None, member.error, member.seconds))
@@ -136,8 +141,11 @@ def _train_task(entries, fuse):
 
 
 def _signature(member):
-    """What members of one stack must share."""
+    """What members of one stack must share (a member whose data stays on the host, too large
+    for its device, trains alone)."""
     module = member.module
+    if member.data.stream:
+        return ("alone", id(member))
     return (tuple(tuple(w.shape) for w in module.weights), module.activation,
             member.settings.solver, member.settings.batch_size, member.data.dtype,
             str(member.data.device), type(member.loss).__name__, member.loss.report_scale)

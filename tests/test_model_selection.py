@@ -351,3 +351,23 @@ def test_poisson_and_multi_output_regressors_fuse(diabetes, stacks, target):
     ours, ref = both("GridSearchCV", est, {"learning_rate_init": [1e-3, 1e-2]}, X, Y, cv=2)
     assert_same_search(ours, ref)
     assert stacks == [4]
+
+
+def test_a_member_whose_data_stays_on_the_host_trains_alone(digits, stacks, monkeypatch):
+    from sknn import _data
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    grid = {"learning_rate_init": [1e-3, 1e-2]}
+    monkeypatch.setattr(_data, "_fits_on_device", lambda *a, **k: False)
+    ours, ref = both("GridSearchCV", est, grid, X, y, cv=2)
+    assert_same_search(ours, ref)
+    assert stacks == []
+
+
+def test_a_lone_member_that_diverges_gets_its_error(diabetes):
+    from sknn import _fused
+    X, y = diabetes
+    est = MLPRegressor(solver="sgd", hidden_layer_sizes=(8,), max_iter=5, learning_rate_init=1e3,
+                       random_state=0)
+    [(key, fitted, error, _)] = _fused._train_task([("k", est, X * 100, y * 100, None)], True)
+    assert fitted is None and isinstance(error, ValueError) and "diverged" in str(error)
