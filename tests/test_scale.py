@@ -217,16 +217,19 @@ def test_grid_search_on_a_dask_cluster_matches_one_process(digits):
     X, y = digits
     grid = {"hidden_layer_sizes": [(16,), (32,)], "learning_rate_init": [1e-3, 1e-2]}
 
-    def search(**kw):
+    def search(search_class=GridSearchCV, **kw):
         est = MLPClassifier(max_iter=15, random_state=0, device="cpu")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return GridSearchCV(est, grid, cv=2, **kw).fit(X, y)
+            return search_class(est, grid, cv=2, **kw).fit(X, y)
 
+    from sknn.model_selection import GridSearchCV as FusedGridSearchCV
     local = search(n_jobs=1)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster), joblib.parallel_backend("dask"):
             remote = search(n_jobs=-1)
-    assert remote.best_params_ == local.best_params_
+            fused = search(FusedGridSearchCV, n_jobs=-1)  # its stacks are dask tasks
+    assert remote.best_params_ == local.best_params_ == fused.best_params_
     assert remote.best_score_ == local.best_score_
+    assert fused.best_score_ == pytest.approx(local.best_score_, abs=0.01)  # float32
