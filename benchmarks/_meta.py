@@ -11,7 +11,10 @@ def metadata():
     import torch
 
     import sknn
+    from sknn.nn import cpu_vendor, linear_route
     return {"machine": platform.platform(), "processor": platform.processor(),
+            "cpu_vendor": cpu_vendor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "linear_route": linear_route(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
             "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                          "scikit-learn": sklearn.__version__, "numpy": numpy.__version__}}

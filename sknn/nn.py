@@ -40,8 +40,7 @@ _ACTIVATION_GRADS = {
 
 def _find_onednn_linear():
     """torch's oneDNN linear kernel, ``x @ w.T + b`` with an optional fused ReLU, where this
-    torch build has it. On CPUs with AVX-512 it runs float32 GEMMs of the sizes MLPs use about
-    1.5x faster than the default BLAS call (which some BLAS builds limit to AVX2 on AMD)."""
+    torch build has it."""
     try:
         op = torch.ops.mkldnn._linear_pointwise
         a = torch.ones(2, 3)
@@ -53,7 +52,32 @@ def _find_onednn_linear():
     return op
 
 
-_ONEDNN_LINEAR = _find_onednn_linear()
+def cpu_vendor():
+    """The CPU's vendor string ('GenuineIntel', 'AuthenticAMD', ...), or '' where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def linear_route(capability=None, vendor=None):
+    """How float32 products of the MLP layers run on this CPU: 'onednn' (torch's oneDNN linear)
+    or 'blas' (torch.addmm / mm, MKL in torch's builds). A fixed function of the machine, so that
+    the same random_state gives the same model on it, measured on the MLP benchmark's layers
+    (bench_mlp.py; ms per epoch, oneDNN vs BLAS route): AMD EPYC with AVX-512, where MKL keeps to
+    AVX2 on AMD, oneDNN about 1.5x faster; AMD EPYC with AVX2 only, BLAS faster (171 vs 122 us
+    for one 200x100 @ 100x256 product); Intel Xeon with AVX-512, BLAS faster (97 vs 69 ms per
+    epoch; 106 vs 79 with AVX2 emulated)."""
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    vendor = cpu_vendor() if vendor is None else vendor
+    return "onednn" if vendor == "AuthenticAMD" and capability.startswith("AVX512") else "blas"
+
+
+_ONEDNN_LINEAR = _find_onednn_linear() if linear_route() == "onednn" else None
 
 
 def matmul_nt(a, b, bias=None, relu=False):

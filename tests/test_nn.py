@@ -127,3 +127,15 @@ def test_adam_update_does_not_depend_on_the_gradients_memory_layout(decay):
     Adam(params_b).step(params_b, [channels_last, grads[1]], decay)
     for a, b in zip(params_a, params_b):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_linear_route_is_a_fixed_function_of_the_cpu():
+    """oneDNN's linear only where it was measured faster (AMD with AVX-512: MKL keeps to AVX2
+    there); the BLAS everywhere else."""
+    from sknn.nn import linear_route
+    assert linear_route("AVX512", "AuthenticAMD") == "onednn"
+    assert linear_route("AVX2", "AuthenticAMD") == "blas"
+    assert linear_route("AVX512", "GenuineIntel") == "blas"
+    assert linear_route("AVX2", "GenuineIntel") == "blas"
+    assert linear_route("DEFAULT", "") == "blas"
+    assert linear_route() == linear_route()  # no timing, no state
