@@ -67,6 +67,7 @@ def scenario(name, X, y, kinds, rounds, **kw):
     for r in range(rounds):
         order = kinds if r % 2 == 0 else kinds[::-1]
         for kind in order:
+            time.sleep(1.0)  # the last search's worker threads go idle (see bench_mlp.py)
             seconds, s = run(kind, X, y, **kw)
             times[kind].append(seconds)
             searches[kind] = s
