@@ -638,6 +638,25 @@ def test_parallel_grid_search_workers_use_cores_over_n_jobs_threads_each(iris):
     assert list(results["threads_at_end"]) == [expected] * 4
 
 
+def test_threadpool_limits_reaches_the_training_threads(digits):
+    """threadpoolctl's limit (scikit-learn's way to bound threads) reaches torch's OpenMP pool:
+    a fit inside it trains on that many threads, and gives the model a fit on them gives."""
+    from threadpoolctl import threadpool_limits
+    X, _, y, _ = digits
+    X = X.astype(np.float32)
+    before = torch.get_num_threads()
+    with threadpool_limits(1):
+        limited = _ThreadRecorder(hidden_layer_sizes=(64,), max_iter=3, random_state=0).fit(X, y)
+    assert limited.fit_threads_ == [1, 1] and torch.get_num_threads() == before
+    torch.set_num_threads(1)
+    try:
+        one = MLPClassifier(hidden_layer_sizes=(64,), max_iter=3, random_state=0).fit(X, y)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(limited.coefs_, one.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("params", [dict(), dict(early_stopping=True, dropout=0.2)])
 def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(digits, tmp_path, monkeypatch, params, raise_at_step):
     X, _, y, _ = digits
