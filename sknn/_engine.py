@@ -307,8 +307,9 @@ def train(members, *, incremental=False):
     stack = SingleStack(members[0], incremental) if len(members) == 1 else FusedStack(members)
     single = len(members) == 1
     live = [m for m in members if incremental or m.history.n_iter_ < m.settings.max_iter]
-    progress = Progress(members[0].settings, members[0].settings.max_iter
-                        - members[0].history.n_iter_) if single else _SILENT
+    # Stacks hold no verbose member (see sknn._fused.fusable): only an ordinary fit shows one.
+    progress = Progress(members[0].settings,
+                        members[0].settings.max_iter - members[0].history.n_iter_)
     completed = True
     try:
         while live:
@@ -382,20 +383,6 @@ def _finite(member):
         return bool(torch.isfinite(member.module(xb)).all())
 
 
-class _Silent:
-    def line(self, text):
-        pass
-
-    def epoch(self, **values):
-        pass
-
-    def close(self):
-        pass
-
-
-_SILENT = _Silent()
-
-
 class SingleStack:
     """One network: its module's own backpropagation (else autograd) and the solver's fused
     update, on minibatch slices of each epoch's shuffled copy of the data."""
@@ -413,7 +400,7 @@ class SingleStack:
         self.lengths = torch.as_tensor(self.stops - self.starts, dtype=m.data.dtype,
                                        device=m.data.device)
         if m.validation is not None:
-            m.best_state = {k: v.detach().clone() for k, v in m.module.state_dict().items()}
+            self.snapshot(0)
         if m.checkpoint is not None and not incremental:
             state = m.checkpoint.load()
             if state is not None:
@@ -508,17 +495,12 @@ class FusedStack:
         self.loss = first.loss
         self.device, self.dtype = first.data.device, first.data.dtype
         self.batch_size = first.settings.batch_size
-        penalised = torch.cat([torch.full((p.numel(),), float(p.ndim >= 2), dtype=self.dtype,
-                                          device=self.device)
-                               for p in first.module.parameters()])
-        self.optimizer = make_stacked_optimizer(self.net, [m.settings for m in members],
-                                                penalised)
+        self.optimizer = make_stacked_optimizer(self.net, [m.settings for m in members])
         self._stack_data(members)
-        for m in members:
-            if m.validation is not None:
-                m.best_state = None
         self.live = list(members)
-        self._best = {}
+        for row, m in enumerate(members):  # as an ordinary fit: the initial weights first
+            if m.validation is not None:
+                self.snapshot(row)
 
     def _stack_data(self, members):
         """Every member's rows padded to a common length, with one zero row (index n_max) that
@@ -624,11 +606,9 @@ class FusedStack:
     def finish(self, row, member):
         """Write a member's final weights (the best epoch's, with early stopping) and its
         solver state back to its own module and optimizer."""
-        params = list(member.module.parameters())
         final = member.best_state if member.best_state is not None else self.net.params[row]
-        with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(final.clone(), params)
-        member.optimizer = self.optimizer.member(row, params)
+        self.net.write_to(member.module, final)
+        member.optimizer = self.optimizer.member(row, list(member.module.parameters()))
         member.best_state = None
 
     def keep(self, rows, live):

@@ -142,6 +142,12 @@ def _column(values, like):
                            device=like.device).view(-1, 1)
 
 
+def _add_decay(params, grads, decay, penalised):
+    """``grads[m] += decay[m] * W[m]`` for each member's weights (the ``penalised`` columns)."""
+    if decay.any():
+        grads[:, penalised].addcmul_(params[:, penalised], _column(decay, params))
+
+
 class StackedAdam:
     """scikit-learn's Adam (see :class:`Adam`) for a stack: member m is row m of the ``(M, P)``
     parameters and has its own learning rate, betas, epsilon and step count. Members that share
@@ -161,8 +167,6 @@ class StackedAdam:
         """Per-member views of the stack's parameters, gradients and moments."""
         self.net = net
         self._views = [net.member_views(t) for t in (net.params, net.grads, self.ms, self.vs)]
-        # Parameters are laid out weights first: the penalised ones are a prefix of each row.
-        self._n_penalised = sum(w[0].numel() for w in net.weights)
         self._steps = [torch.full((), math.inf, dtype=torch.float32, device=net.params.device)
                        for _ in range(len(self._views[0][0]) * net.params.shape[0])]
 
@@ -174,9 +178,7 @@ class StackedAdam:
         t = self.t[rows]
         lr_t = (self.learning_rate_init[rows] * np.sqrt(1 - self.beta_2[rows] ** t)
                 / (1 - self.beta_1[rows] ** t))
-        if decay.any():  # the L2 term, for every member at once: grad += decay * W
-            w = slice(0, self._n_penalised)
-            grads[:, w].addcmul_(params[:, w], _column(decay, params))
+        _add_decay(params, grads, decay, self.penalised)  # for every member at once
         groups = {}
         for r, lr in zip(rows.tolist(), lr_t.tolist()):
             groups.setdefault((lr, self.beta_1[r], self.beta_2[r], self.epsilon[r]), []).append(r)
@@ -237,8 +239,7 @@ class StackedSGD:
         self._update(params, grads, self.velocities, decay, slice(None))
 
     def _update(self, params, grads, v, decay, rows):
-        if decay.any():
-            grads = grads.add_(params * self.penalised * _column(decay, params))
+        _add_decay(params, grads, decay, self.penalised)
         lr, mom = _column(self.learning_rate[rows], params), _column(self.momentum[rows], params)
         v.mul_(mom).sub_(lr * grads)
         nesterov = self.nesterov[rows]
@@ -276,11 +277,11 @@ class StackedSGD:
         return opt
 
 
-def make_stacked_optimizer(net, settings, penalised):
+def make_stacked_optimizer(net, settings):
     """The optimizer of a :class:`~sknn.nn.StackedMLP` whose members share a solver
-    (``settings[m].solver``); ``penalised`` marks the weights in a row of the parameters."""
+    (``settings[m].solver``)."""
     opt = (StackedAdam if settings[0].solver == "adam" else StackedSGD)(net.params, settings)
-    opt.penalised = penalised
+    opt.penalised = net.penalised
     if hasattr(opt, "bind"):
         opt.bind(net)
     return opt

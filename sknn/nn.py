@@ -432,6 +432,9 @@ class StackedMLP:
         first = modules[0]
         self.activation = first.activation
         self.shapes = [tuple(w.shape) for w in first.weights]
+        # Rows are laid out weights first: the entries the L2 penalty applies to (parameters
+        # with two or more dimensions) are a prefix of each row.
+        self.penalised = slice(0, sum(fi * fo for fi, fo in self.shapes))
         self.n_members = len(modules)
         # Parameter order: as MLP.parameters() (weights, then biases), so that a member's row
         # lines up with its module's flattened parameters.
@@ -469,7 +472,8 @@ class StackedMLP:
 
     def write_to(self, module, row_params):
         """Copy one member's parameters (a row of ``params``) into its :class:`MLP`."""
-        torch.nn.utils.vector_to_parameters(row_params, list(module.parameters()))
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(row_params.clone(), list(module.parameters()))
 
     def penalty(self):
         """Per member: the sum of squared weights (the L2 term's norm), shape (M,)."""
