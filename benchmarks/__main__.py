@@ -23,6 +23,8 @@ BENCHMARKS = {
     "distributed": ("bench_distributed", [], []),
     "baselines": ("bench_baselines", [], ["--quick"]),
     "scaling": ("bench_scaling", [], ["--quick"]),
+    "predict": ("bench_predict", [], ["--quick"]),
+    "routes": ("bench_routes", [], ["--repeats", "200"]),
     "plots": ("bench_plots", ["--results", "{out}"], ["--results", "{out}"]),  # keep it last
 }
 

@@ -21,11 +21,40 @@ def metadata():
 
 
 # Source of ``rss_mb(field)`` for the child processes that measure memory: the resident set
-# ("VmRSS") or its peak ("VmHWM") of the calling process, in MiB, from /proc/self/status.
+# ("VmRSS") or its peak ("VmHWM") of the calling process, in MiB, from /proc/self/status; and
+# ``AnonGrowth``, the peak growth of its anonymous memory over a block.
 RSS_MB_SOURCE = r"""
+import time
+
+
 def rss_mb(field):
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
+
+
+class AnonGrowth:
+    # with AnonGrowth(seconds) as g: ... -- g.mb is the peak growth of RssAnon (anonymous
+    # memory, which has no peak counter: sampled every `seconds`) over the block.
+
+    def __init__(self, seconds):
+        self.seconds, self.mb = seconds, 0.0
+
+    def _sample(self):
+        while not self._done:
+            self.mb = max(self.mb, rss_mb("RssAnon") - self._base)
+            time.sleep(self.seconds)
+
+    def __enter__(self):
+        import threading
+        self._base, self._done = rss_mb("RssAnon"), False
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done = True
+        self._thread.join()
+        self.mb = max(self.mb, rss_mb("RssAnon") - self._base)
 """

@@ -29,7 +29,7 @@ import numpy as np
 from _meta import RSS_MB_SOURCE, metadata
 
 CHILD = RSS_MB_SOURCE + r"""
-import sys, threading, time, warnings
+import sys, time, warnings
 import numpy as np
 
 import torch, sknn
@@ -40,28 +40,15 @@ early_stopping = sys.argv[4] == "1"
 _data.GATHER_LIMIT = limit
 X = np.memmap(path + ".X", dtype=np.float32, mode="r", shape=(rows, 100))
 y = np.memmap(path + ".y", dtype=np.int64, mode="r", shape=(rows,))
-base, anon_base = rss_mb("VmRSS"), rss_mb("RssAnon")
-anon_peak, done = anon_base, False
-
-def sample():  # RssAnon has no peak counter: sample it
-    global anon_peak
-    while not done:
-        anon_peak = max(anon_peak, rss_mb("RssAnon"))
-        time.sleep(0.005)
-
-thread = threading.Thread(target=sample, daemon=True)
-thread.start()
-tic = time.perf_counter()
-with warnings.catch_warnings():
+base = rss_mb("VmRSS")
+with AnonGrowth(0.005) as anon, warnings.catch_warnings():
     warnings.simplefilter("ignore")
+    tic = time.perf_counter()
     clf = sknn.MLPClassifier((64,), max_iter=2, random_state=0, device="cpu",
                              early_stopping=early_stopping).fit(X, y)
-seconds = time.perf_counter() - tic
-done = True
-thread.join()
-anon_peak = max(anon_peak, rss_mb("RssAnon"))
+    seconds = time.perf_counter() - tic
 acc = clf.score(X[:20000], y[:20000])
-print(base, rss_mb("VmHWM"), anon_peak - anon_base, seconds, acc)
+print(base, rss_mb("VmHWM"), anon.mb, seconds, acc)
 """
 
 

@@ -27,7 +27,6 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-import scipy.optimize
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
@@ -486,7 +485,8 @@ class FusedStack:
     Member m's rows (its own data, in its own shuffled order) are padded to the longest
     member's with rows that weigh zero; a member with fewer batches in an epoch, or a batch
     whose samples weigh nothing, sits that step out untouched. Validation sets are scored with
-    the members' weights in float64, as an ordinary fit predicts.
+    the members' weights in float64 (an ordinary fit scores its own in its training precision,
+    as it predicts).
     """
 
     def __init__(self, members):
@@ -685,6 +685,8 @@ def fit_lbfgs(est, module, loss, data):
             value = (last["value"] if np.array_equal(flat, last.get("x"))
                      else objective_and_grad(flat)[0])
             print("Iteration %d, loss = %.8f" % (accepted["nit"], value))
+
+    import scipy.optimize  # lazy: only L-BFGS needs it, and it adds to sknn's import time
 
     x0 = torch.nn.utils.parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
     accepted = {"x": x0, "nit": 0}

@@ -27,6 +27,8 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 
+from . import _threads
+
 # Phase 1 records here (a list) while it runs; phase 3 looks members up here (a dict).
 _CAPTURE = None
 _REGISTRY = None
@@ -98,6 +100,7 @@ def fusable(est, X):
     return min(batch, X.shape[0]) * width <= FUSE_MAX_WORK
 
 
+@_threads.honours_limits
 def _train_task(entries, fuse):
     """One joblib task: train ``entries`` [(key, est, X, y, sample_weight)], as stacks when
     ``fuse``, else one by one through their own ``fit``. Returns [(key, fitted or None, error,

@@ -24,7 +24,8 @@ class ConvNetClassifier(NeuralNetClassifierMixin, ClassifierMixin, BaseNeuralNet
     Images come as ``(n, H, W)`` (grayscale), ``(n, H, W, C)`` or ``(n, C, H, W)`` arrays, or as
     flat ``(n, d)`` rows (see ``image_shape``). uint8 pixels are scaled to [0, 1]. Training
     follows the input's precision: uint8 and float32 images train in float32 (fast), float64
-    in float64; predictions are computed in float64.
+    in float64; predictions are computed in the training precision, and an image's do not
+    depend on the batch it comes in.
 
     Parameters
     ----------
@@ -160,8 +161,9 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
 
     # --- images in -------------------------------------------------------------------------
 
-    def _images(self, X, y=None, reset=False):
-        """Validate X (and y) and return X as ``(n, C, H, W)`` images."""
+    def _images(self, X, y=None, reset=False, convert=True):
+        """Validate X (and y) and return X as ``(n, C, H, W)`` images (with ``convert=False``, a
+        view of X in its own dtype: prediction converts it block by block)."""
         if not (sp.issparse(X) or hasattr(X, "dtype") or hasattr(X, "dtypes")):
             X = np.asarray(X)  # a list of images keeps its dtype (uint8 gets scaled to [0, 1])
         ndim = 2 if sp.issparse(X) else X.ndim
@@ -181,7 +183,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
                 self.n_features_in_ = int(np.prod(X.shape[1:]))
                 if hasattr(self, "feature_names_in_"):
                     del self.feature_names_in_
-        images = to_images(X, self.image_shape, self.data_format)
+        images = to_images(X, self.image_shape, self.data_format, convert)
         if reset:
             self.image_shape_ = tuple(images.shape[1:])
         else:
@@ -204,7 +206,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         return self._images(X, y, reset=reset)
 
     def _check_predict_input(self, X):
-        return self._images(X)[0]
+        return self._images(X, convert=False)[0]
 
     # --- the network -----------------------------------------------------------------------
 

@@ -185,7 +185,9 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, _MLPMixin, BaseNe
     ``class_weight`` and :meth:`transform` (the activations of the last hidden layer).
 
     Training follows the input's precision, as scikit-learn does: float32 X trains in float32
-    (the fast path), anything else in float64. Predictions are computed in float64.
+    (the fast path), anything else in float64. Predictions are computed in the training
+    precision (float64 X to a float32 model: in float32, returned as float64), and a row's
+    prediction is the same, bit for bit, whatever the batch it comes in.
 """ + _PARAMETERS.replace("{extra}", """
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, multiplied with ``sample_weight``; 'balanced' uses

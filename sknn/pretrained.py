@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from . import _threads
 from ._base import InvalidParameterError, TorchStateMixin, _is_int, check_param
 from ._data import resolve_device, to_images
 
@@ -253,6 +254,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
                                         f"width) pair of positive ints, got {size!r}.")
         resolve_device(self.device)
 
+    @_threads.honours_limits
     def fit(self, X, y=None):
         """Load the backbone (nothing is learned from X, which is only validated).
 
@@ -389,6 +391,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
                 x, buffer = self._prepare(chunk, buffer)
                 yield x
 
+    @_threads.honours_limits
     def _features(self, images):
         out = []
         with torch.inference_mode():

@@ -266,15 +266,17 @@ def test_early_stopping_falls_back_to_an_unstratified_split(monkeypatch, counts,
 
 # --- 7. predictions over several inference chunks -----------------------------------------------
 
-CHUNK = 4096  # rows per chunk of _base._forward
+CHUNK = 4096  # rows per block of sknn._predict (BLOCK_ROWS)
 
 
 @pytest.mark.parametrize("Est, dtype", [(MLPClassifier, np.float32), (MLPClassifier, np.float64),
                                         (MLPRegressor, np.float64)])
 def test_predictions_over_several_inference_chunks(Est, dtype):
-    """8197 rows: three chunks (4096, 4096, 5). The result is the chunks' predictions in order,
-    bit for bit; predicted in other batches (alone, or chunks shifted by 3 rows) a row gets the
-    same float32 prediction bit for bit, and the same float64 one up to its last bits."""
+    """8197 rows: three blocks (4096, 4096, 5). The result is the blocks' predictions in order,
+    bit for bit; predicted in other batches (alone, or blocks shifted by 3 rows) a row gets the
+    same prediction bit for bit, float32 or float64 (sknn._predict multiplies fixed chunks of
+    rows, so that the BLAS runs the same kernels for every row; before it, float64 predictions
+    differed in their last bits, as the BLAS took other paths for small batches)."""
     rng = np.random.RandomState(0)
     X = rng.randn(2 * CHUNK + 5, 20).astype(dtype)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
@@ -287,15 +289,8 @@ def test_predictions_over_several_inference_chunks(Est, dtype):
     rows = np.r_[0:2, CHUNK - 2:CHUNK + 2, 2 * CHUNK - 2:len(X)]
     alone = np.concatenate([predict(X[i:i + 1]) for i in rows])
     shifted = predict(X[3:])
-    if dtype == np.float32:
-        np.testing.assert_array_equal(alone, full[rows])
-        np.testing.assert_array_equal(shifted, full[3:])
-    else:
-        # float64 products are not batch-invariant bit for bit: the BLAS takes other paths for
-        # small batches (measured: MKL, rows alone or in pairs; with 784 features and 2 threads,
-        # batches of up to 64 rows), a difference in the last bit or two.
-        np.testing.assert_allclose(alone, full[rows], rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(shifted, full[3:], rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(alone, full[rows])
+    np.testing.assert_array_equal(shifted, full[3:])
     if Est is MLPClassifier:
         np.testing.assert_array_equal(est.predict(X), est.classes_[np.argmax(full, axis=1)])
 

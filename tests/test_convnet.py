@@ -237,18 +237,18 @@ def test_checkpoint_resumes_a_crashed_fit_to_the_same_model(tmp_path, monkeypatc
 
 
 def test_predictions_do_not_depend_on_the_batch_across_the_inference_chunks(monkeypatch):
-    from sknn import _base
+    from sknn import _predict
     X, y = quadrant_images(4100, 8, 8, 1)
     clf = small_net(conv_layers=(4,), hidden_layer_sizes=(8,), max_iter=2).fit(X[:200], y[:200])
-    chunks, to_tensor = [], _base.to_tensor
+    chunks, image_tensor = [], _predict.image_tensor
 
     def recording(a, *args, **kwargs):
         chunks.append(len(a))
-        return to_tensor(a, *args, **kwargs)
+        return image_tensor(a, *args, **kwargs)
 
-    monkeypatch.setattr(_base, "to_tensor", recording)
+    monkeypatch.setattr(_predict, "image_tensor", recording)
     whole = clf.predict_proba(X)
-    assert chunks == [4096, 4]  # rows 4095 and 4096 are predicted in different chunks
+    assert chunks == [1024] * 4 + [4]  # rows 4095 and 4096 are predicted in different blocks
     alone = np.vstack([clf.predict_proba(X[i:i + 1]) for i in range(4088, 4100)])
     np.testing.assert_array_equal(whole[4088:4100], alone)
     pieces = [(0, 1000), (1000, 4095), (4095, 4097), (4097, 4100)]
