@@ -1,5 +1,6 @@
 """sknn: neural networks for scikit-learn users, trained with PyTorch on CPU or GPU."""
 
+from ._io import load, save
 from .convnet import ConvNetClassifier
 from .mlp import MLPClassifier, MLPRegressor
 from .pretrained import PretrainedFeatureExtractor
@@ -7,4 +8,4 @@ from .pretrained import PretrainedFeatureExtractor
 __version__ = "0.1.0"
 
 __all__ = ["ConvNetClassifier", "MLPClassifier", "MLPRegressor", "PretrainedFeatureExtractor",
-           "__version__"]
+           "__version__", "load", "save"]

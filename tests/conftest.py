@@ -1,6 +1,7 @@
 """Data sets and fault injection shared by the test files."""
 
 import pytest
+import torch
 from sklearn.datasets import load_diabetes, load_digits, load_iris
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -42,3 +43,17 @@ def raise_at_step(monkeypatch):
 
         monkeypatch.setattr(_optim.Adam, "step", failing)
     return arm
+
+
+@pytest.fixture(scope="session")
+def lazy_device():
+    """A device other than the CPU, with no GPU: torch's lazy tensors (TorchScript backend).
+    Initialised once per session: a second ``ts_backend.init()`` raises."""
+    try:
+        from torch._lazy import ts_backend
+        ts_backend.init()
+        probe = torch.ones(2, device="lazy")
+        assert probe.device.type == "lazy" and torch.equal((probe * 2).cpu(), torch.full((2,), 2.0))
+    except Exception as e:  # a torch build without it
+        pytest.skip(f"torch's lazy device is not available: {e!r}")
+    return torch.device("lazy")

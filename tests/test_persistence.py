@@ -25,16 +25,9 @@ LOADED_ON_CPU = "fitted on lazy, which is not available here: it is loaded on th
 
 
 @pytest.fixture(scope="module")
-def elsewhere():
-    """A device other than the CPU, with no GPU: torch's lazy tensors (TorchScript backend)."""
-    try:
-        from torch._lazy import ts_backend
-        ts_backend.init()
-        probe = torch.ones(2, device="lazy")
-        assert probe.device.type == "lazy" and torch.equal((probe * 2).cpu(), torch.full((2,), 2.0))
-    except Exception as e:  # a torch build without it
-        pytest.skip(f"torch's lazy device is not available: {e!r}")
-    return torch.device("lazy")
+def elsewhere(lazy_device):
+    """A device other than the CPU, with no GPU: torch's lazy tensors (see conftest.py)."""
+    return lazy_device
 
 
 @pytest.fixture(scope="module")
