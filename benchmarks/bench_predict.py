@@ -9,8 +9,9 @@ vs a bare torch forward, and the memory of a 1,000,000-row prediction from a mem
    returns float64; scikit-learn computes in float64). The libraries alternate, round after
    round, with a pause of ``SETTLE_SECONDS`` before each (BLAS and OpenMP worker threads spin for
    a while after their last call and take the cores from the next library otherwise); both run
-   under ``threadpool_limits(2)`` and ``torch.set_num_threads(2)``. ONNX Runtime: not measured
-   (sknn has no ONNX export yet).
+   under ``threadpool_limits(2)`` and ``torch.set_num_threads(2)``. ONNX Runtime (with the
+   ``onnx`` extra): sknn's model exported by ``sknn.onnx``, on 2 intra-op threads that do not
+   spin between calls.
 2. ConvNetClassifier (defaults; 2 epochs on scikit-learn's digits, 1797 images 8x8, float32)
    and PretrainedFeatureExtractor (EfficientNet-Lite0, 224x224 uint8 images) against their own
    module called under ``torch.inference_mode`` on a tensor already prepared (normalised, the
@@ -101,6 +102,26 @@ def summary(seconds):
             "calls": len(us)}
 
 
+def onnx_runner(est, X):
+    """``predict_proba`` of ``est`` exported to ONNX (sknn.onnx) and run by ONNX Runtime on
+    THREADS threads, for inputs of X's dtype; None without the ``onnx`` extra."""
+    try:
+        import onnxruntime as rt
+
+        import sknn.onnx
+    except ImportError:
+        return None
+    onx = sknn.onnx.to_onnx(est, X[:1], options={"zipmap": False})
+    opts = rt.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    # ONNX Runtime's pool spins between calls by default, and its spinning threads took the
+    # cores from the other libraries' calls (sknn's one-row latency: 99th percentile 38 ms).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = rt.InferenceSession(onx.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda Z: sess.run(["probabilities"], {name: Z})[0]
+
+
 def bench_mlp(X, y, rounds, calls, epochs, reps):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -117,20 +138,26 @@ def bench_mlp(X, y, rounds, calls, epochs, reps):
     results = {}
     for dtype in (np.float32, np.float64):
         Xd = X.astype(dtype)
-        single = {n: [] for n in models}
-        bulk = {n: [] for n in models}
-        for name, est in models.items():  # warm-up, alike for both
-            latencies(est.predict_proba, Xd, 20)
-            est.predict_proba(Xd[:2000])
+        runners = {name: est.predict_proba for name, est in models.items()}
+        onnx = onnx_runner(ours, Xd)
+        if onnx is not None:
+            runners["ONNX Runtime"] = onnx
+        single = {n: [] for n in runners}
+        bulk = {n: [] for n in runners}
+        for name, fn in runners.items():  # warm-up, alike for all
+            latencies(fn, Xd, 20)
+            fn(Xd[:2000])
         for r in range(rounds):
-            for name, est in models.items():
+            for name, fn in runners.items():
                 settle()
-                single[name] += latencies(est.predict_proba, Xd, calls, offset=r * calls)
+                single[name] += latencies(fn, Xd, calls, offset=r * calls)
                 settle()
-                bulk[name].append(bulk_seconds(est.predict_proba, Xd, reps) / len(Xd))
+                bulk[name].append(bulk_seconds(fn, Xd, reps) / len(Xd))
         key = np.dtype(dtype).name
         results[key] = {}
-        for name in models:
+        if onnx is not None:
+            results[key]["onnx_max_abs_diff"] = float(np.abs(onnx(Xd) - ours.predict_proba(Xd)).max())
+        for name in runners:
             results[key][name] = {"single_row": summary(single[name]),
                                   "bulk_us_per_row": 1e6 * statistics.median(bulk[name]),
                                   "bulk_rounds_us_per_row": [1e6 * b for b in bulk[name]]}
@@ -279,15 +306,19 @@ def table(meta, mlp, invariant, convnet, pretrained, memory, rounds, calls, reps
              "|---|---|---:|---:|---|"]
     for key, res in mlp.items():
         r = res["ratios"]
-        for name in ("sknn", "scikit-learn"):
+        for name in ("sknn", "scikit-learn", "ONNX Runtime"):
+            if name not in res:
+                lines.append(f"| {key} | {name} | - | - | not measured: needs sknn[onnx] |")
+                continue
             s = res[name]
             note = (f"one row {r['single_row_median']:.2f}x, bulk {r['bulk']:.2f}x"
                     if name == "sknn" else "")
             lines.append(f"| {key} | {name} | {s['single_row']['median_us']:.0f} "
                          f"({s['single_row']['p99_us']:.0f}) | {s['bulk_us_per_row']:.3f} | "
                          f"{note} |")
-        lines.append(f"| {key} | ONNX Runtime | - | - | not measured: sknn has no ONNX export "
-                     "yet |")
+        if "onnx_max_abs_diff" in res:
+            lines[-1] = lines[-1][:-2] + (f"sknn's model exported by sknn.onnx; probabilities "
+                                          f"within {res['onnx_max_abs_diff']:.1e} of sknn's |")
     lines += ["", f"A row's probabilities alone equal those it gets in the batch of {n:,}, bit "
               f"for bit: {'yes' if invariant else 'NO'}. float64 input: sknn computes in the "
               "model's float32 (returns float64), scikit-learn in float64.", "",
@@ -344,8 +375,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump({**meta, "benchmark": "predict", "quick": args.quick, "threads": THREADS,
                        "mlp": mlp, "batch_invariant": invariant, "convnet": convnet,
-                       "pretrained": pretrained, "memmap": memory,
-                       "onnxruntime": "not measured: sknn has no ONNX export yet"}, f, indent=2)
+                       "pretrained": pretrained, "memmap": memory}, f, indent=2)
     return mlp
 
 
