@@ -5,6 +5,10 @@ import platform
 import time
 
 
+_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE",
+        "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def metadata():
     import numpy
     import sklearn
@@ -16,6 +20,8 @@ def metadata():
             "cpu_vendor": cpu_vendor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "linear_route": linear_route(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+            # what forces other kernels (an emulated CPU kind) or other threading
+            "env": {k: os.environ[k] for k in _ENV if k in os.environ},
             "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
                          "scikit-learn": sklearn.__version__, "numpy": numpy.__version__}}
 
