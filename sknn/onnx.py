@@ -1,22 +1,34 @@
-"""ONNX export of sknn's MLPs through skl2onnx (the ``onnx`` extra: ``pip install
+"""ONNX export of sknn's estimators through skl2onnx (the ``onnx`` extra: ``pip install
 "sknn[onnx]"``).
 
-Importing this module registers skl2onnx converters for :class:`~sknn.MLPClassifier` and
-:class:`~sknn.MLPRegressor`; after that ``skl2onnx.to_onnx(model, X[:1])`` converts them and any
-Pipeline that holds them, and ONNX Runtime serves the result with no Python. :func:`to_onnx`
-does both in one call.
+Importing this module registers skl2onnx converters for :class:`~sknn.MLPClassifier`,
+:class:`~sknn.MLPRegressor`, :class:`~sknn.ConvNetClassifier` and
+:class:`~sknn.PretrainedFeatureExtractor`; after that ``skl2onnx.to_onnx(model, X[:1])``
+converts them and any Pipeline that holds them, and ONNX Runtime serves the result with no
+Python. :func:`to_onnx` does both in one call.
 
-The graph is the network's inference: for each layer ``X @ W + b`` (batch norm, an affine map at
-inference, folded into the layer before it; dropout is off), the activation, then the output
-activation. Classifiers follow skl2onnx's conventions for scikit-learn's MLPClassifier, whose
-converter builds their outputs: a label and the probabilities (options ``zipmap``, ``nocl``,
-``output_class_labels``); multilabel classifiers give an indicator matrix. Regressors give
-their predictions, ``(n_samples, n_outputs)`` (``loss='poisson'``: ``exp`` of the network's
-output). The graph computes in the input's precision: float32 input in float32, float64 input in
-float64, the float32 weights of a float32 model widened.
+- MLPs: for each layer ``X @ W + b`` (batch norm, an affine map at inference, folded into the
+  layer before it; dropout is off), the activation, then the output activation, in the input's
+  precision (float64 input: float64, the float32 weights of a float32 model widened).
+- ConvNetClassifier and PretrainedFeatureExtractor: the network, with the input handling of
+  ``predict_proba`` / ``transform`` (the image layout the estimator was given, uint8 scaling,
+  the extractor's RGB conversion, antialiased resize and normalisation), exported by
+  ``torch.onnx.export`` (which needs onnxscript; ONNX opset 18 or later, for the antialiased
+  ``Resize``) and embedded in skl2onnx's graph. They compute in float32 (ONNX Runtime has no
+  float64 convolution); the ConvNet's probabilities come back in the input's float dtype, the
+  extractor's features in float32, as the estimators return them. The input's image shape is
+  fixed by the example given to ``to_onnx``.
+- Classifiers give a label and the probabilities as skl2onnx builds them for scikit-learn's
+  MLPClassifier (options ``zipmap``, ``nocl``, ``output_class_labels``); multilabel ones an int64
+  indicator matrix and a probability per label. Regressors give ``(n_samples, n_outputs)``
+  predictions (``loss='poisson'``: ``exp`` of the network's output); the extractor its features.
 """
 
+import copy
+import warnings
+
 import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
 try:
@@ -25,12 +37,14 @@ try:
     from skl2onnx.common._apply_operation import (apply_add, apply_cast, apply_identity,
                                                      apply_reshape)
     from skl2onnx.common._registration import get_converter
-    from skl2onnx.common.data_types import Int64TensorType, StringTensorType, guess_proto_type
+    from skl2onnx.common.data_types import (FloatTensorType, Int64TensorType, StringTensorType,
+                                            guess_proto_type)
     from skl2onnx.proto import onnx_proto
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("sknn.onnx needs skl2onnx, onnx and onnxruntime: pip install "
                       "'sknn[onnx]'.") from e
 
+from ._data import to_images
 from .convnet import ConvNetClassifier
 from .mlp import MLPClassifier, MLPRegressor
 from .pretrained import PretrainedFeatureExtractor
@@ -95,21 +109,13 @@ def _check_fitted(est):
     if "module_" not in est.__dict__:
         raise ValueError(f"This {type(est).__name__} is not fitted: fit it before converting it "
                          "to ONNX.")
-    if est.module_.weights[0].device.type == "meta":  # pragma: no cover - defensive
-        raise ValueError("The network's weights are not on a real device.")
 
 
 def _classifier_converter(scope, operator, container):
     est = operator.raw_operator
     _check_fitted(est)
     if _is_multilabel(est):
-        proba = _dense_graph(scope, operator, container, est)
-        apply_identity(scope, proba, operator.outputs[1].full_name, container)
-        indicator = scope.get_unique_variable_name("indicator")
-        container.add_node("Binarizer", proba, indicator, threshold=0.5, op_domain="ai.onnx.ml",
-                           name=scope.get_unique_operator_name("Binarizer"))
-        apply_cast(scope, indicator, operator.outputs[0].full_name, container,
-                   to=onnx_proto.TensorProto.INT64)
+        _labels(scope, operator, container, est, _dense_graph(scope, operator, container, est))
         return
     convert = get_converter("SklearnMLPClassifier")
     operator.raw_operator = _SklearnMLPView(est)
@@ -158,16 +164,205 @@ def _dense_graph(scope, operator, container, est):
     return x
 
 
-def _not_convertible(name, why):
-    def shape_calculator(operator):
-        raise NotImplementedError(f"{name} cannot be converted to ONNX yet: {why}")
-
-    def converter(scope, operator, container):
-        shape_calculator(operator)
-    return shape_calculator, converter
+# --- networks exported by torch ------------------------------------------------------------
 
 
-_NOT_YET = "only MLPClassifier and MLPRegressor have an ONNX converter in this version of sknn."
+class _ConvNetInference(torch.nn.Module):
+    """What ConvNetClassifier.predict_proba computes, as one torch module of the raw input (in
+    the layout and dtype the estimator was given): the input's values gathered into ``(n, C,
+    H, W)`` images (``order``, the flat positions ``to_images`` reads them from), uint8 scaled to
+    [0, 1], the network in inference mode, then the output activation. In float32 whatever the
+    model's precision: ONNX Runtime has no float64 convolution."""
+
+    def __init__(self, est, order):
+        super().__init__()
+        self.net = copy.deepcopy(est.module_).cpu().float().eval()
+        self.register_buffer("order", torch.as_tensor(order.ravel(), dtype=torch.int64))
+        self.shape = tuple(est.image_shape_)
+        self.link = est.out_activation_
+
+    def forward(self, x):
+        dtype = self.net.out.weight.dtype
+        out_dtype = torch.float32 if x.dtype == torch.uint8 else x.dtype  # as predict_proba's
+        x = x.reshape(x.shape[0], -1).index_select(1, self.order).reshape(-1, *self.shape)
+        x = x.to(torch.float32).div(255).to(dtype) if x.dtype == torch.uint8 else x.to(dtype)
+        z = self.net(x)
+        z = torch.softmax(z, dim=1) if self.link == "softmax" else torch.sigmoid(z)
+        return z.to(out_dtype)
+
+
+def _input_order(est, shape):
+    """The flat positions (within one row of X, of ``shape``) that ConvNetClassifier's
+    ``to_images`` reads its ``(C, H, W)`` image from."""
+    index = np.arange(int(np.prod(shape))).reshape(1, *shape)
+    return to_images(index, est.image_shape, est.data_format, convert=False)[0]
+
+
+def _embed_torch(scope, container, module, example, input_name):
+    """Add ``module``'s graph, as torch.onnx.export writes it for inputs like ``example`` (any
+    number of rows), to the container, reading ``input_name``; returns its output's name."""
+    import onnx
+    from onnx import numpy_helper
+
+    opset = container.target_opset
+    if opset < 18:
+        raise ValueError(f"sknn's networks need ONNX opset 18 or later, got target_opset={opset}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+                                    dynamic_shapes=({0: torch.export.Dim("n")},), verbose=False)
+    graph = program.model_proto.graph
+    if program.model_proto.functions:
+        raise NotImplementedError("torch.onnx.export wrote ONNX functions, which sknn cannot "
+                                  "embed in skl2onnx's graph.")
+    names = {graph.input[0].name: input_name, "": ""}
+
+    def rename(name):
+        if name not in names:
+            names[name] = scope.get_unique_variable_name("torch_" + name.replace(".", "_"))
+        return names[name]
+
+    for init in graph.initializer:
+        array = numpy_helper.to_array(init)
+        container.add_initializer(rename(init.name), init.data_type, list(array.shape),
+                                  array.ravel().tolist() if array.ndim == 0 else array.ravel())
+    empty = None
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        inputs = list(node.input)
+        while inputs and not inputs[-1]:  # trailing optional inputs left out
+            inputs.pop()
+        if "" in inputs:  # skl2onnx's graph cannot hold unnamed inputs: an empty tensor there
+            if node.op_type != "Resize":  # Resize's roi and scales, where sizes are given
+                raise NotImplementedError(f"sknn cannot embed the {node.op_type} node that "
+                                          "torch.onnx.export wrote with an optional input left "
+                                          "out.")
+            if empty is None:
+                empty = scope.get_unique_variable_name("empty")
+                container.add_initializer(empty, onnx_proto.TensorProto.FLOAT, [0], [])
+                names[empty] = empty
+            inputs = [i or empty for i in inputs]
+        container.add_node(node.op_type, [rename(i) for i in inputs],
+                           [rename(o) for o in node.output], op_domain=node.domain,
+                           op_version=opset if node.domain in ("", "ai.onnx") else None,
+                           name=scope.get_unique_operator_name(node.op_type), **attrs)
+    return rename(graph.output[0].name)
+
+
+def _labels(scope, operator, container, est, proba):
+    """The classifier's outputs from the probabilities ``proba`` (one column for a binary
+    target's positive class), as skl2onnx builds them for scikit-learn's MLPClassifier."""
+    nocl = operator.scope_inst.get_options(est, dict(nocl=False))["nocl"]
+    if _is_multilabel(est):
+        apply_identity(scope, proba, operator.outputs[1].full_name, container)
+        indicator = scope.get_unique_variable_name("indicator")
+        container.add_node("Binarizer", proba, indicator, threshold=0.5, op_domain="ai.onnx.ml",
+                           name=scope.get_unique_operator_name("Binarizer"))
+        apply_cast(scope, indicator, operator.outputs[0].full_name, container,
+                   to=onnx_proto.TensorProto.INT64)
+        return
+    probabilities = operator.outputs[1].full_name
+    if est.n_outputs_ == 1:  # binary: [1 - p, p]
+        one, negative = (scope.get_unique_variable_name(n) for n in ("one", "negative"))
+        container.add_initializer(one, guess_proto_type(operator.outputs[1].type), [], [1.0])
+        container.add_node("Sub", [one, proba], negative,
+                           name=scope.get_unique_operator_name("Sub"))
+        container.add_node("Concat", [negative, proba], probabilities, axis=1,
+                           name=scope.get_unique_operator_name("Concat"))
+    else:
+        apply_identity(scope, proba, probabilities, container)
+    index = scope.get_unique_variable_name("argmax")
+    container.add_node("ArgMax", probabilities, index, axis=1, keepdims=0,
+                       name=scope.get_unique_operator_name("ArgMax"))
+    if nocl:
+        apply_identity(scope, index, operator.outputs[0].full_name, container)
+        return
+    classes, picked = (scope.get_unique_variable_name(n) for n in ("classes", "picked"))
+    if est.classes_.dtype.kind in "OUS":
+        container.add_initializer(classes, onnx_proto.TensorProto.STRING,
+                                  [len(est.classes_)],
+                                  [str(c).encode("utf-8") for c in est.classes_])
+    else:
+        container.add_initializer(classes, onnx_proto.TensorProto.INT64, [len(est.classes_)],
+                                  est.classes_.astype(np.int64))
+    container.add_node("ArrayFeatureExtractor", [classes, index], picked, op_domain="ai.onnx.ml",
+                       name=scope.get_unique_operator_name("ArrayFeatureExtractor"))
+    apply_reshape(scope, picked, operator.outputs[0].full_name, container, desired_shape=(-1,))
+
+
+def _convnet_converter(scope, operator, container):
+    est = operator.raw_operator
+    _check_fitted(est)
+    shape = _fixed_shape(operator, "ConvNetClassifier")
+    order = _input_order(est, shape)
+    dtype = _NUMPY_DTYPES[guess_proto_type(operator.inputs[0].type)]
+    example = torch.zeros((2, *shape), dtype=dtype)
+    proba = _embed_torch(scope, container, _ConvNetInference(est, order), example,
+                         operator.inputs[0].full_name)
+    _labels(scope, operator, container, est, proba)
+
+
+class _ExtractorInference(torch.nn.Module):
+    """What PretrainedFeatureExtractor.transform computes, as one torch module of the raw input
+    (its layout and dtype): the images gathered as ``(n, C, H, W)``, made RGB, resized with
+    antialiasing to the model's input size, normalised, the backbone, then the pooling."""
+
+    def __init__(self, est, order, size):
+        super().__init__()
+        self.module_ = copy.deepcopy(est.module_).cpu().eval()  # what _forward_batch reads
+        self.register_buffer("order", torch.as_tensor(order.ravel(), dtype=torch.int64))
+        self.shape = tuple(order.shape)
+        config = est.config_
+        self.size = config["input_size"]
+        self.resize = self.size is not None and tuple(self.size) != tuple(size)
+        self.mode = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
+        self.register_buffer("mean", torch.tensor(config["mean"] or (0.0,) * 3).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(config["std"] or (1.0,) * 3).view(1, 3, 1, 1))
+        self.layer, self.pooling = est.layer, est.pooling
+
+    def forward(self, x):
+        scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
+        x = x.reshape(x.shape[0], -1).index_select(1, self.order).reshape(-1, *self.shape)
+        x = x.to(torch.float32)
+        x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        if self.resize:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode=self.mode,
+                                                antialias=True, align_corners=False)
+        x = x * (scale / self.std) - self.mean / self.std
+        return PretrainedFeatureExtractor._forward_batch(self, x).float()
+
+
+def _extractor_shape_calculator(operator):
+    est = operator.raw_operator
+    check_is_fitted(est)
+    n_rows = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = FloatTensorType([n_rows, est._n_features_out])
+
+
+def _extractor_converter(scope, operator, container):
+    est = operator.raw_operator
+    shape = _fixed_shape(operator, "PretrainedFeatureExtractor")
+    index = np.arange(int(np.prod(shape))).reshape(1, *shape)
+    order = est._check_channels(to_images(index, est.image_shape, est.data_format, False))[0]
+    dtype = _NUMPY_DTYPES[guess_proto_type(operator.inputs[0].type)]
+    example = torch.zeros((2, *shape), dtype=dtype)
+    module = _ExtractorInference(est, order, order.shape[1:])
+    features = _embed_torch(scope, container, module, example, operator.inputs[0].full_name)
+    apply_identity(scope, features, operator.outputs[0].full_name, container)
+
+
+def _fixed_shape(operator, name):
+    shape = [d if isinstance(d, int) else -1 for d in operator.inputs[0].type.shape[1:]]
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"{name}'s ONNX input needs a fixed image shape (give to_onnx an "
+                         f"example of the images), got {operator.inputs[0].type.shape}.")
+    return shape
+
+
+_NUMPY_DTYPES = {onnx_proto.TensorProto.FLOAT: torch.float32,
+                 onnx_proto.TensorProto.DOUBLE: torch.float64,
+                 onnx_proto.TensorProto.UINT8: torch.uint8}
+
 
 update_registered_converter(
     MLPClassifier, "SknnMLPClassifier", _classifier_shape_calculator,
@@ -176,9 +371,12 @@ update_registered_converter(
              "output_class_labels": [False, True]})
 update_registered_converter(MLPRegressor, "SknnMLPRegressor", _regressor_shape_calculator,
                             _regressor_converter)
-for _cls in (ConvNetClassifier, PretrainedFeatureExtractor):
-    update_registered_converter(_cls, f"Sknn{_cls.__name__}",
-                                *_not_convertible(_cls.__name__, _NOT_YET))
+update_registered_converter(
+    ConvNetClassifier, "SknnConvNetClassifier", _classifier_shape_calculator, _convnet_converter,
+    options={"zipmap": [True, False, "columns"], "nocl": [True, False],
+             "output_class_labels": [False, True]})
+update_registered_converter(PretrainedFeatureExtractor, "SknnPretrainedFeatureExtractor",
+                            _extractor_shape_calculator, _extractor_converter)
 
 
 def to_onnx(model, X, **kwargs):

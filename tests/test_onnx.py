@@ -80,12 +80,69 @@ def test_regressor_matches_onnx_runtime(diabetes, params, outputs):
                                atol=TOL * max(1.0, np.abs(expected).max()))
 
 
+def _images(X, layout):
+    images = X.reshape(-1, 8, 8)
+    return {"gray": images, "float64": images.astype(np.float64), "flat": X,
+            "uint8 channels last": (images[..., None] * 255).astype(np.uint8),
+            "rgb channels first": np.stack([images, images[:, ::-1], images ** 2], axis=1),
+            "rgb channels last": np.stack([images, images[:, ::-1], images ** 2], axis=3)}[layout]
+
+
+@pytest.mark.parametrize("layout", ["gray", "float64", "flat", "uint8 channels last",
+                                    "rgb channels first", "rgb channels last"])
+@pytest.mark.parametrize("target", ["multiclass", "binary", "strings"])
+def test_convnet_matches_onnx_runtime(data, layout, target):
+    X, y = data
+    X, y = X[:120], y[:120]
+    y = {"multiclass": y, "binary": y > 4, "strings": np.array(list("abc"))[y % 3]}[target]
+    images = _images(X, layout)
+    params = dict(batch_norm=True, dropout=0.2) if target == "binary" else {}
+    clf = ConvNetClassifier(conv_layers=(4, 8), hidden_layer_sizes=(16,), max_iter=2,
+                            random_state=0, **params).fit(images, y)
+    labels, proba = run(sknn.onnx.to_onnx(clf, images[:1], options={"zipmap": False}), images)
+    expected = clf.predict_proba(images)
+    assert proba.dtype == expected.dtype
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
+    assert_labels_match(labels, clf.predict(images), expected)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    pytest.importorskip("timm")
+    # larger than the model's 224 x 224: the antialiased resize shrinks them
+    return np.random.RandomState(0).randint(0, 256, size=(6, 256, 300, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_default_feature_extractor_matches_onnx_runtime(photos, dtype):
+    from sknn import PretrainedFeatureExtractor
+    X = photos if dtype == np.uint8 else photos.astype(np.float32) / 255
+    fe = PretrainedFeatureExtractor(device="cpu").fit(X)
+    (features,) = run(sknn.onnx.to_onnx(fe, X[:1]), X)  # the resize to 224 x 224 inside
+    expected = fe.transform(X)
+    assert features.shape == expected.shape == (6, 1280)
+    np.testing.assert_allclose(features, expected, rtol=0, atol=TOL * np.abs(expected).max())
+
+
+def test_extractor_pipeline_matches_onnx_runtime(photos):
+    from sklearn.linear_model import LogisticRegression
+
+    from sknn import PretrainedFeatureExtractor
+    y = np.array([0, 1, 0, 1, 0, 1])
+    pipe = make_pipeline(PretrainedFeatureExtractor(device="cpu"), StandardScaler(),
+                         LogisticRegression()).fit(photos, y)
+    labels, proba = run(sknn.onnx.to_onnx(pipe, photos[:1], options={"zipmap": False}), photos)
+    expected = pipe.predict_proba(photos)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
+    assert_labels_match(labels, pipe.predict(photos), expected)
+
+
 def test_what_cannot_be_converted_says_so(data):
     X, y = data
     with pytest.raises(ValueError, match="is not fitted"):
         sknn.onnx.to_onnx(MLPClassifier(), X[:1])
-    images = X.reshape(-1, 8, 8)
+    images = X[:50].reshape(-1, 8, 8)
     conv = ConvNetClassifier(conv_layers=(4,), hidden_layer_sizes=(8,), max_iter=1,
-                             random_state=0).fit(images[:50], y[:50])
-    with pytest.raises(NotImplementedError, match="ConvNetClassifier cannot be converted"):
-        sknn.onnx.to_onnx(conv, images[:1])
+                             random_state=0).fit(images, y[:50])
+    with pytest.raises(ValueError, match="opset 18 or later"):
+        sknn.onnx.to_onnx(conv, images[:1], target_opset=17)
