@@ -21,6 +21,7 @@ scikit-learn.
 """
 
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -241,23 +242,62 @@ class Member:
                 "consecutive epochs.")
 
 
+CHECKPOINT_VERSION = 2  # 1 (no "version" key): a pickle, read with weights_only=False
+
+
+def _plain(value, where="checkpoint"):
+    """``value`` with numpy scalars made Python numbers; anything else that is not a tensor or
+    a plain value (dict, list, tuple, str, int, float, bool, None) is refused, so that what a
+    checkpoint holds always loads with ``torch.load(weights_only=True)``."""
+    if isinstance(value, np.generic):  # before float: numpy.float64 is a float
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, dict):
+        plain = type(value)((k, _plain(v, f"{where}[{k!r}]")) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # a module's state_dict: its layers' versions
+            plain._metadata = _plain(value._metadata, f"{where}._metadata")
+        return plain
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(f"{where} holds a {type(value).__name__}, which a checkpoint cannot store "
+                    "as data.")
+
+
 class Checkpoint:
     """The whole training state, written to ``path`` after every epoch (atomically: a crash
     while writing leaves the previous one), so that a fit that crashed resumes where it was and
     ends with the same model as an uninterrupted one. ``fingerprint`` identifies the estimator's
-    parameters and data: a checkpoint of another fit is refused, with ``hint`` in the message."""
+    parameters and data: a checkpoint of another fit is refused, with ``hint`` in the message.
+
+    The file holds data only: tensors and plain values (dict, list, tuple, str, int, float, bool,
+    None), written by ``torch.save`` and read by ``torch.load(weights_only=True)``, which builds
+    no other object and so runs no code from the file. Format (``"version": 2``)::
+
+        {"version": 2, "fingerprint": (str, ...), "module": module.state_dict(),
+         "optimizer": optimizer.state_dict(),            # see sknn._optim.Adam / SGD
+         "history": dataclasses.asdict(History),         # numpy scalars as Python numbers
+         "rng": {"bit_generator": "MT19937", "keys": int64 tensor (624,), "pos": int,
+                 "has_gauss": int, "cached_gaussian": float},   # RandomState.get_state()
+         "sample_idx": int64 tensor, "generator": uint8 tensor or None,
+         "best_state": {name: tensor} or None}
+    """
 
     def __init__(self, path, fingerprint, hint=""):
         self.path, self.fingerprint, self.hint = os.fspath(path), fingerprint, hint
 
     def save(self, member):
-        state = {
+        name, keys, pos, has_gauss, cached_gaussian = member.rng.get_state()
+        state = _plain({
+            "version": CHECKPOINT_VERSION,
             "fingerprint": self.fingerprint, "module": member.module.state_dict(),
-            "optimizer": member.optimizer, "history": asdict(member.history),
-            "rng": member.rng.get_state(), "sample_idx": member.sample_idx,
+            "optimizer": member.optimizer.state_dict(), "history": asdict(member.history),
+            "rng": {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)),
+                    "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+            "sample_idx": torch.from_numpy(np.array(member.sample_idx, dtype=np.int64)),
             "generator": None if member.generator is None else member.generator.get_state(),
             "best_state": member.best_state,
-        }
+        })
         tmp = self.path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.path)
@@ -265,7 +305,21 @@ class Checkpoint:
     def load(self):
         if not os.path.exists(self.path):
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        older = (f"The checkpoint {self.path!r} was written in an older format, or is not a "
+                 "checkpoint sknn can read safely (checkpoints are read as data, with "
+                 "torch.load(weights_only=True)): delete it to start the fit afresh.")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        # UnpicklingError: a global weights_only refuses; EOFError, KeyError: no torch.save file
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as err:
+            raise ValueError(older) from err
+        if not isinstance(state, dict) or "version" not in state:
+            raise ValueError(older)
+        if state["version"] != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"The checkpoint {self.path!r} has format version {state['version']!r}, which "
+                f"this version of sknn does not read (it reads version {CHECKPOINT_VERSION}): "
+                "delete it to start the fit afresh.")
         if state.get("fingerprint") != self.fingerprint:
             raise ValueError(f"The checkpoint {self.path!r} was written by a fit with other "
                              "parameters or data: delete it, or choose another checkpoint_path"
@@ -275,10 +329,13 @@ class Checkpoint:
     def resume(self, member, state):
         device = member.data.device
         member.module.load_state_dict(state["module"])
-        member.optimizer = state["optimizer"].to(device)
+        member.optimizer.load_state_dict(state["optimizer"])
         member.history = History(**state["history"])
-        member.rng.set_state(state["rng"])
-        member.sample_idx, member.best_state = state["sample_idx"], state["best_state"]
+        rng = state["rng"]
+        member.rng.set_state((rng["bit_generator"], rng["keys"].numpy().astype(np.uint32),
+                              rng["pos"], rng["has_gauss"], rng["cached_gaussian"]))
+        member.sample_idx = state["sample_idx"].numpy().astype(np.intp)
+        member.best_state = state["best_state"]
         if member.generator is not None:
             member.generator.set_state(state["generator"])
         if member.best_state is not None:

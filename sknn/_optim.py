@@ -3,7 +3,9 @@
 Both follow ``sklearn.neural_network._stochastic_optimizers`` step for step, so that a model
 trained here follows the same trajectory as scikit-learn's given the same initial weights and
 minibatches. Their state (moments, step count, current learning rate) is plain tensors and
-floats: it pickles, and moves between devices with :meth:`to`.
+floats: it pickles, moves between devices with :meth:`to`, and goes out and back in as a dict
+of tensors and plain values with ``state_dict()`` / ``load_state_dict()`` (what a checkpoint
+stores: it loads with ``torch.load(weights_only=True)``).
 """
 
 import math
@@ -18,6 +20,23 @@ def _split_penalised(params):
     and of the others (biases, normalisation scales)."""
     penalised = [i for i, p in enumerate(params) if p.ndim >= 2]
     return penalised, [i for i, p in enumerate(params) if p.ndim < 2]
+
+
+def _load_tensors(name, targets, saved):
+    """Copy the saved tensors ``saved`` into ``targets`` (same count and shapes), in place: they
+    keep their device and dtype."""
+    if not isinstance(saved, (list, tuple)) or len(saved) != len(targets) or not all(
+            isinstance(s, torch.Tensor) and s.shape == t.shape for s, t in zip(saved, targets)):
+        raise ValueError(f"The solver state's {name!r} does not match the network's parameters.")
+    with torch.no_grad():
+        for t, s in zip(targets, saved):
+            t.copy_(s)
+
+
+def _check_solver(state, solver):
+    if not isinstance(state, dict) or state.get("solver") != solver:
+        got = state.get("solver") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"Expected the state of the {solver!r} solver, got {got!r}.")
 
 
 class Adam:
@@ -73,6 +92,25 @@ class Adam:
             setattr(self, name, [t.to(device) for t in getattr(self, name)])
         return self
 
+    def state_dict(self):
+        """The solver's state as plain values and tensors (the tensors themselves, not copies)."""
+        return {"solver": "adam", "learning_rate_init": float(self.learning_rate_init),
+                "learning_rate": float(self.learning_rate), "beta_1": float(self.beta_1),
+                "beta_2": float(self.beta_2), "epsilon": float(self.epsilon), "t": int(self.t),
+                "ms": list(self.ms), "vs": list(self.vs)}
+
+    def load_state_dict(self, state):
+        """Take the state of :meth:`state_dict`; the moments are copied into this solver's own
+        tensors (its device and dtype)."""
+        _check_solver(state, "adam")
+        _load_tensors("ms", self.ms, state["ms"])
+        _load_tensors("vs", self.vs, state["vs"])
+        self.learning_rate_init = float(state["learning_rate_init"])
+        self.learning_rate = float(state["learning_rate"])
+        self.beta_1, self.beta_2 = float(state["beta_1"]), float(state["beta_2"])
+        self.epsilon, self.t = float(state["epsilon"]), int(state["t"])
+        return self
+
 
 class SGD:
     """SGD with (Nesterov) momentum and scikit-learn's learning-rate policies:
@@ -122,6 +160,24 @@ class SGD:
 
     def to(self, device):
         self.velocities = [t.to(device) for t in self.velocities]
+        return self
+
+    def state_dict(self):
+        """The solver's state as plain values and tensors (the tensors themselves, not copies)."""
+        return {"solver": "sgd", "learning_rate_init": float(self.learning_rate_init),
+                "learning_rate": float(self.learning_rate), "lr_schedule": str(self.lr_schedule),
+                "momentum": float(self.momentum), "nesterov": bool(self.nesterov),
+                "power_t": float(self.power_t), "velocities": list(self.velocities)}
+
+    def load_state_dict(self, state):
+        """Take the state of :meth:`state_dict`; the velocities are copied into this solver's
+        own tensors (its device and dtype)."""
+        _check_solver(state, "sgd")
+        _load_tensors("velocities", self.velocities, state["velocities"])
+        self.learning_rate_init = float(state["learning_rate_init"])
+        self.learning_rate = float(state["learning_rate"])
+        self.lr_schedule, self.momentum = str(state["lr_schedule"]), float(state["momentum"])
+        self.nesterov, self.power_t = bool(state["nesterov"]), float(state["power_t"])
         return self
 
 

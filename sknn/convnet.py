@@ -78,7 +78,8 @@ epsilon, max_fun
     device : str, default='auto'
         'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.
     checkpoint_path : str or None, default=None
-        Write the training state there after every epoch, to resume a crashed fit (see
+        Write the training state there after every epoch, to resume a crashed fit; the file
+        is read as data, with ``torch.load(weights_only=True)`` (see
         :class:`sknn.MLPClassifier`).
 
     Attributes

@@ -101,7 +101,10 @@ _PARAMETERS = """
         Stochastic solvers: write the whole training state to this file after every epoch, so
         that a fit that crashed resumes from it when fit again with the same parameters and
         data, and ends with the same model as an uninterrupted fit. The file is removed when
-        the fit completes (and kept when it is interrupted with Ctrl-C).
+        the fit completes (and kept when it is interrupted with Ctrl-C). It holds data only
+        (tensors and plain values) and is read with ``torch.load(weights_only=True)``, which
+        runs no code from it; a file it refuses (an older sknn's checkpoint, or no checkpoint)
+        raises ``ValueError``: delete it to start the fit afresh.
 """
 
 _ATTRIBUTES = """

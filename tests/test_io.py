@@ -110,13 +110,29 @@ def test_a_loaded_model_predicts_bit_for_bit_and_holds_what_a_pickle_holds(data,
         np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
 
 
+CONTINUED = {
+    "mlp": lambda solver: MLPClassifier((16,), solver=solver, learning_rate="invscaling",
+                                        batch_norm=True, dropout=0.1, max_iter=2,
+                                        random_state=np.random.RandomState(0)),
+    "regressor": lambda solver: MLPRegressor(hidden_layer_sizes=(16,), solver=solver,
+                                             max_iter=2, random_state=0),
+    "convnet": lambda solver: ConvNetClassifier(conv_layers=(4,), hidden_layer_sizes=(8,),
+                                                solver=solver, dropout=0.2, augment_shift=1,
+                                                max_iter=2, random_state=0),
+}
+
+
+@pytest.mark.parametrize("kind", list(CONTINUED))
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 @pytest.mark.parametrize("how", ["partial_fit", "warm_start"])
-def test_training_continues_as_after_unpickling(data, tmp_path, solver, how):
+def test_training_continues_as_after_unpickling(data, tmp_path, kind, solver, how):
     X, y = data
-    est = MLPClassifier((16,), solver=solver, learning_rate="invscaling", batch_norm=True,
-                        dropout=0.1, max_iter=2, random_state=np.random.RandomState(0))
-    est.partial_fit(X, y, classes=np.unique(y)) if how == "partial_fit" else est.fit(X, y)
+    y = y.astype(float) if kind == "regressor" else y
+    est = CONTINUED[kind](solver)
+    if how == "partial_fit":
+        est.partial_fit(X, y, **({} if kind == "regressor" else {"classes": np.unique(y)}))
+    else:
+        est.fit(X, y)
     unpickled, loaded = pickle.loads(pickle.dumps(est)), _round_trip(est, tmp_path)
     for e in (unpickled, loaded):
         if how == "partial_fit":
@@ -125,8 +141,7 @@ def test_training_continues_as_after_unpickling(data, tmp_path, solver, how):
         else:
             e.set_params(warm_start=True).fit(X, y)
     assert loaded.t_ == unpickled.t_ and loaded.loss_curve_ == unpickled.loss_curve_
-    for a, b in zip(unpickled.coefs_ + unpickled.intercepts_, loaded.coefs_ + loaded.intercepts_):
-        np.testing.assert_array_equal(a, b)
+    _same(dict(unpickled.module_.state_dict()), dict(loaded.module_.state_dict()), "module_")
     _same(unpickled._optimizer, loaded._optimizer, "_optimizer")
 
 
