@@ -1,9 +1,11 @@
 """The kernel choices sknn makes per machine, timed on this one: the rule's evidence.
 
-sknn picks two things by CPU, never by timings (``sknn.nn.linear_route``, and the output
-layer's layout in ``MLP.backprop``). This script times both alternatives of each on the MLP
-benchmark's layers (bench_mlp.py: batch 200, 100 -> 256 -> 128 -> 10, float32), so that the
-rule can be checked on any machine, and on the other CPU kind by emulation:
+sknn picks these by CPU, never by timings (``sknn.nn.linear_route``), or once for all
+(the output layer's layout in ``MLP.backprop``, the feature extractor's channels-last memory).
+This script times both alternatives of each: the first two on the MLP benchmark's layers
+(bench_mlp.py: batch 200, 100 -> 256 -> 128 -> 10, float32), the last on EfficientNet-Lite0
+(8 images of 224 x 224; needs the ``pretrained`` extra), so that the rules can be checked on any
+machine, and on the other CPU kind by emulation:
 
     python benchmarks/bench_routes.py [--repeats 2000] [--json PATH]
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
@@ -86,11 +88,33 @@ def output_layer(layout):
     return output_major if layout == "output-major" else sample_major
 
 
-def time_us(fns, repeats, blocks=9):
+def extractor_layouts():
+    """The feature extractor's backbone (EfficientNet-Lite0, a batch of 8 at 224 x 224) in
+    channels-last memory (sknn's choice) and in the contiguous layout; None without timm."""
+    try:
+        import numpy as np
+
+        from sknn import PretrainedFeatureExtractor
+        fe = PretrainedFeatureExtractor(device="cpu").fit(np.zeros((2, 8, 8, 3), np.uint8))
+    except ImportError:
+        return None
+    module, x = fe.module_, torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+    def run(fmt):
+        def step():
+            with torch.inference_mode():
+                module.to(memory_format=fmt)
+                module.forward_features(x.contiguous(memory_format=fmt))
+        return step
+    return {"channels-last": run(torch.channels_last),
+            "contiguous": run(torch.contiguous_format)}
+
+
+def time_us(fns, repeats, blocks=9, warmup=50):
     """Median time per call of each of ``fns``, in interleaved blocks."""
     per = {name: [] for name in fns}
     for fn in fns.values():
-        for _ in range(50):
+        for _ in range(warmup):
             fn()
     for _ in range(blocks):
         for name, fn in fns.items():
@@ -116,6 +140,9 @@ def main(argv=None):
         results["linear_route"] = time_us(products, args.repeats)
         results["output_layer"] = time_us({k: output_layer(k) for k in
                                            ("output-major", "sample-major")}, args.repeats)
+        layouts = extractor_layouts()
+        if layouts is not None:  # a forward takes ~0.15 s: a few per block
+            results["extractor_memory_format"] = time_us(layouts, 3 * 3, blocks=3, warmup=2)
     print(f"CPU: {meta['cpu_vendor']}, capability {meta['cpu_capability']}; sknn's rule here: "
           f"linear route {linear_route()!r}, output layer output-major")
     print("| choice | option | us per step |")
