@@ -36,7 +36,6 @@ try:
     from skl2onnx import update_registered_converter
     from skl2onnx.common._apply_operation import (apply_add, apply_cast, apply_identity,
                                                      apply_reshape)
-    from skl2onnx.common._registration import get_converter
     from skl2onnx.common.data_types import (FloatTensorType, Int64TensorType, StringTensorType,
                                             guess_proto_type)
     from skl2onnx.proto import onnx_proto
@@ -71,18 +70,6 @@ def dense_layers(est):
     return weights, biases
 
 
-class _SklearnMLPView:
-    """What skl2onnx's shape calculator and converter of scikit-learn's MLPClassifier read from
-    its model."""
-
-    def __init__(self, est):
-        self.coefs_, self.intercepts_ = dense_layers(est)
-        self.n_layers_ = len(self.coefs_) + 1
-        self.activation, self.out_activation_ = est.activation, est.out_activation_
-        self.classes_, self._label_binarizer = est.classes_, est._label_binarizer
-        self.multilabel_ = _is_multilabel(est)
-
-
 def _is_multilabel(est):
     return est._label_binarizer.y_type_.startswith("multilabel")
 
@@ -114,15 +101,7 @@ def _check_fitted(est):
 def _classifier_converter(scope, operator, container):
     est = operator.raw_operator
     _check_fitted(est)
-    if _is_multilabel(est):
-        _labels(scope, operator, container, est, _dense_graph(scope, operator, container, est))
-        return
-    convert = get_converter("SklearnMLPClassifier")
-    operator.raw_operator = _SklearnMLPView(est)
-    try:
-        convert(scope, operator, container)
-    finally:
-        operator.raw_operator = est
+    _labels(scope, operator, container, est, _dense_graph(scope, operator, container, est))
 
 
 def _regressor_shape_calculator(operator):
@@ -167,43 +146,61 @@ def _dense_graph(scope, operator, container, est):
 # --- networks exported by torch ------------------------------------------------------------
 
 
-class _ConvNetInference(torch.nn.Module):
+class _RawImages(torch.nn.Module):
+    """Base of the modules below: ``images(x)`` gathers the raw input's values (any layout the
+    estimator accepts, one row per image) into ``(n, C, H, W)`` images, ``order`` being the flat
+    positions ``to_images`` reads them from."""
+
+    def __init__(self, order):
+        super().__init__()
+        self.register_buffer("order", torch.as_tensor(order.ravel(), dtype=torch.int64))
+        self.shape = tuple(order.shape)
+
+    def images(self, x):
+        return x.reshape(x.shape[0], -1).index_select(1, self.order).reshape(-1, *self.shape)
+
+
+class _ConvNetInference(_RawImages):
     """What ConvNetClassifier.predict_proba computes, as one torch module of the raw input (in
-    the layout and dtype the estimator was given): the input's values gathered into ``(n, C,
-    H, W)`` images (``order``, the flat positions ``to_images`` reads them from), uint8 scaled to
-    [0, 1], the network in inference mode, then the output activation. In float32 whatever the
-    model's precision: ONNX Runtime has no float64 convolution."""
+    the layout and dtype the estimator was given): the images, uint8 scaled to [0, 1], the
+    network in inference mode, then the output activation. In float32 whatever the model's
+    precision: ONNX Runtime has no float64 convolution."""
 
     def __init__(self, est, order):
-        super().__init__()
+        super().__init__(order)
         self.net = copy.deepcopy(est.module_).cpu().float().eval()
-        self.register_buffer("order", torch.as_tensor(order.ravel(), dtype=torch.int64))
-        self.shape = tuple(est.image_shape_)
         self.link = est.out_activation_
 
     def forward(self, x):
-        dtype = self.net.out.weight.dtype
         out_dtype = torch.float32 if x.dtype == torch.uint8 else x.dtype  # as predict_proba's
-        x = x.reshape(x.shape[0], -1).index_select(1, self.order).reshape(-1, *self.shape)
-        x = x.to(torch.float32).div(255).to(dtype) if x.dtype == torch.uint8 else x.to(dtype)
+        x = self.images(x)
+        x = x.to(torch.float32).div(255) if x.dtype == torch.uint8 else x.to(torch.float32)
         z = self.net(x)
         z = torch.softmax(z, dim=1) if self.link == "softmax" else torch.sigmoid(z)
         return z.to(out_dtype)
 
 
-def _input_order(est, shape):
-    """The flat positions (within one row of X, of ``shape``) that ConvNetClassifier's
+def _input_order(est, operator):
+    """The flat positions, within one row of the operator's input, that the estimator's
     ``to_images`` reads its ``(C, H, W)`` image from."""
+    shape = [d if isinstance(d, int) else -1 for d in operator.inputs[0].type.shape[1:]]
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"{type(est).__name__}'s ONNX input needs a fixed image shape (give "
+                         f"to_onnx an example of the images), got {operator.inputs[0].type.shape}.")
     index = np.arange(int(np.prod(shape))).reshape(1, *shape)
     return to_images(index, est.image_shape, est.data_format, convert=False)[0]
 
 
-def _embed_torch(scope, container, module, example, input_name):
-    """Add ``module``'s graph, as torch.onnx.export writes it for inputs like ``example`` (any
-    number of rows), to the container, reading ``input_name``; returns its output's name."""
+def _embed_torch(scope, operator, container, module):
+    """Add ``module``'s graph, as torch.onnx.export writes it for inputs of the operator's type
+    (any number of rows), to the container, reading the operator's input; returns its output's
+    name."""
     import onnx
     from onnx import numpy_helper
 
+    input_type = operator.inputs[0].type
+    example = torch.zeros((2, *[int(d) for d in input_type.shape[1:]]),
+                          dtype=_TORCH_DTYPES[guess_proto_type(input_type)])
     opset = container.target_opset
     if opset < 18:
         raise ValueError(f"sknn's networks need ONNX opset 18 or later, got target_opset={opset}.")
@@ -215,7 +212,7 @@ def _embed_torch(scope, container, module, example, input_name):
     if program.model_proto.functions:
         raise NotImplementedError("torch.onnx.export wrote ONNX functions, which sknn cannot "
                                   "embed in skl2onnx's graph.")
-    names = {graph.input[0].name: input_name, "": ""}
+    names = {graph.input[0].name: operator.inputs[0].full_name, "": ""}
 
     def rename(name):
         if name not in names:
@@ -293,28 +290,23 @@ def _labels(scope, operator, container, est, proba):
 def _convnet_converter(scope, operator, container):
     est = operator.raw_operator
     _check_fitted(est)
-    shape = _fixed_shape(operator, "ConvNetClassifier")
-    order = _input_order(est, shape)
-    dtype = _NUMPY_DTYPES[guess_proto_type(operator.inputs[0].type)]
-    example = torch.zeros((2, *shape), dtype=dtype)
-    proba = _embed_torch(scope, container, _ConvNetInference(est, order), example,
-                         operator.inputs[0].full_name)
+    order = _input_order(est, operator)
+    est._check_image_shape(order.shape)
+    proba = _embed_torch(scope, operator, container, _ConvNetInference(est, order))
     _labels(scope, operator, container, est, proba)
 
 
-class _ExtractorInference(torch.nn.Module):
+class _ExtractorInference(_RawImages):
     """What PretrainedFeatureExtractor.transform computes, as one torch module of the raw input
     (its layout and dtype): the images gathered as ``(n, C, H, W)``, made RGB, resized with
     antialiasing to the model's input size, normalised, the backbone, then the pooling."""
 
-    def __init__(self, est, order, size):
-        super().__init__()
+    def __init__(self, est, order):
+        super().__init__(order)
         self.module_ = copy.deepcopy(est.module_).cpu().eval()  # what _forward_batch reads
-        self.register_buffer("order", torch.as_tensor(order.ravel(), dtype=torch.int64))
-        self.shape = tuple(order.shape)
         config = est.config_
         self.size = config["input_size"]
-        self.resize = self.size is not None and tuple(self.size) != tuple(size)
+        self.resize = self.size is not None and tuple(self.size) != tuple(order.shape[1:])
         self.mode = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
         self.register_buffer("mean", torch.tensor(config["mean"] or (0.0,) * 3).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(config["std"] or (1.0,) * 3).view(1, 3, 1, 1))
@@ -322,8 +314,7 @@ class _ExtractorInference(torch.nn.Module):
 
     def forward(self, x):
         scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
-        x = x.reshape(x.shape[0], -1).index_select(1, self.order).reshape(-1, *self.shape)
-        x = x.to(torch.float32)
+        x = self.images(x).to(torch.float32)
         x = x[:, :3] if x.shape[1] == 4 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         if self.resize:
             x = torch.nn.functional.interpolate(x, size=self.size, mode=self.mode,
@@ -341,25 +332,12 @@ def _extractor_shape_calculator(operator):
 
 def _extractor_converter(scope, operator, container):
     est = operator.raw_operator
-    shape = _fixed_shape(operator, "PretrainedFeatureExtractor")
-    index = np.arange(int(np.prod(shape))).reshape(1, *shape)
-    order = est._check_channels(to_images(index, est.image_shape, est.data_format, False))[0]
-    dtype = _NUMPY_DTYPES[guess_proto_type(operator.inputs[0].type)]
-    example = torch.zeros((2, *shape), dtype=dtype)
-    module = _ExtractorInference(est, order, order.shape[1:])
-    features = _embed_torch(scope, container, module, example, operator.inputs[0].full_name)
+    order = est._check_channels(_input_order(est, operator)[None])[0]
+    features = _embed_torch(scope, operator, container, _ExtractorInference(est, order))
     apply_identity(scope, features, operator.outputs[0].full_name, container)
 
 
-def _fixed_shape(operator, name):
-    shape = [d if isinstance(d, int) else -1 for d in operator.inputs[0].type.shape[1:]]
-    if any(d <= 0 for d in shape):
-        raise ValueError(f"{name}'s ONNX input needs a fixed image shape (give to_onnx an "
-                         f"example of the images), got {operator.inputs[0].type.shape}.")
-    return shape
-
-
-_NUMPY_DTYPES = {onnx_proto.TensorProto.FLOAT: torch.float32,
+_TORCH_DTYPES = {onnx_proto.TensorProto.FLOAT: torch.float32,
                  onnx_proto.TensorProto.DOUBLE: torch.float64,
                  onnx_proto.TensorProto.UINT8: torch.uint8}
 

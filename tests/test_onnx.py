@@ -28,6 +28,16 @@ def assert_labels_match(labels, expected, proba):
     assert np.array_equal(np.asarray(labels)[~close], np.asarray(expected)[~close])
 
 
+def assert_classifier_matches(model, X):
+    """ONNX Runtime's probabilities match ``model.predict_proba`` and its labels ``predict``;
+    returns both probabilities."""
+    labels, proba = run(sknn.onnx.to_onnx(model, X[:1], options={"zipmap": False}), X)
+    expected = model.predict_proba(X)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
+    assert_labels_match(labels, model.predict(X), expected)
+    return proba, expected
+
+
 @pytest.fixture(scope="module")
 def data(digits):
     X, _, y, _ = digits
@@ -42,11 +52,8 @@ def test_classifier_matches_onnx_runtime(data, target, params):
     X, y = data
     y = {"multiclass": y, "binary": (y > 4).astype(int), "strings": np.array(list("abc"))[y % 3],
          "multilabel": np.stack([y > 4, y % 2 == 0, y == 3], 1).astype(int)}[target]
-    clf = MLPClassifier((24, 12), max_iter=4, random_state=0, **params).fit(X, y)
-    labels, proba = run(sknn.onnx.to_onnx(clf, X[:1], options={"zipmap": False}), X)
-    expected = clf.predict_proba(X)
-    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
-    assert_labels_match(labels, clf.predict(X), expected)
+    assert_classifier_matches(MLPClassifier((24, 12), max_iter=4, random_state=0,
+                                            **params).fit(X, y), X)
 
 
 def test_pipeline_with_zipmap_default_and_float64_input(data):
@@ -99,11 +106,8 @@ def test_convnet_matches_onnx_runtime(data, layout, target):
     params = dict(batch_norm=True, dropout=0.2) if target == "binary" else {}
     clf = ConvNetClassifier(conv_layers=(4, 8), hidden_layer_sizes=(16,), max_iter=2,
                             random_state=0, **params).fit(images, y)
-    labels, proba = run(sknn.onnx.to_onnx(clf, images[:1], options={"zipmap": False}), images)
-    expected = clf.predict_proba(images)
+    proba, expected = assert_classifier_matches(clf, images)
     assert proba.dtype == expected.dtype
-    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
-    assert_labels_match(labels, clf.predict(images), expected)
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +135,7 @@ def test_extractor_pipeline_matches_onnx_runtime(photos):
     y = np.array([0, 1, 0, 1, 0, 1])
     pipe = make_pipeline(PretrainedFeatureExtractor(device="cpu"), StandardScaler(),
                          LogisticRegression()).fit(photos, y)
-    labels, proba = run(sknn.onnx.to_onnx(pipe, photos[:1], options={"zipmap": False}), photos)
-    expected = pipe.predict_proba(photos)
-    np.testing.assert_allclose(proba, expected, rtol=0, atol=TOL)
-    assert_labels_match(labels, pipe.predict(photos), expected)
+    assert_classifier_matches(pipe, photos)
 
 
 def test_what_cannot_be_converted_says_so(data):
