@@ -44,7 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .nn import (ACTIVATIONS, MLP, ConvNet, SigmoidCrossEntropy, SoftmaxCrossEntropy,
+from .nn import (_INPLACE_ACTIVATIONS, MLP, ConvNet, SigmoidCrossEntropy, SoftmaxCrossEntropy,
                  _Activation, batch_norm)
 
 CHUNK_ROWS = 16
@@ -59,18 +59,13 @@ def sigmoid_(x):
     return x.neg_().exp_().add_(1).reciprocal_()
 
 
-_ACTIVATIONS_ = {
-    "identity": lambda x: x,
-    "logistic": sigmoid_,
-    "tanh": torch.tanh_,
-    "relu": lambda x: x.clamp_min_(0),
-}
+# Each activation in place, batch-invariant: the training ones, but the logistic function.
+_ACTIVATIONS_ = {**_INPLACE_ACTIVATIONS, "logistic": sigmoid_}
 
 
 def activation_(name):
     """Activation ``name`` applied in place, batch-invariant."""
-    act = _ACTIVATIONS_.get(name)
-    return act if act is not None else ACTIVATIONS[name]
+    return _ACTIVATIONS_[name]
 
 
 def softmax_(z):
