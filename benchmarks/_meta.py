@@ -15,8 +15,9 @@ def metadata():
     import torch
 
     import sknn
-    from sknn.nn import cpu_vendor, linear_route
+    from sknn.nn import cpu_info, cpu_vendor, linear_route
     return {"machine": platform.platform(), "processor": platform.processor(),
+            "cpu_name": cpu_info("model name") or platform.processor() or platform.machine(),
             "cpu_vendor": cpu_vendor(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "linear_route": linear_route(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),

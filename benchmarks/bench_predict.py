@@ -51,18 +51,6 @@ HIDDEN, THREADS = (256, 128), 2
 SETTLE_SECONDS = 1.0
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
 def make_data():
     X, y = make_classification(n_samples=30000, n_features=100, n_informative=60,
                                n_classes=10, random_state=0)
@@ -369,7 +357,7 @@ def main(argv=None):
         convnet = bench_convnet(args.quick, rounds, reps)
         pretrained = bench_pretrained(args.quick, rounds, 1)
     memory = bench_memmap(rows, X, y)
-    meta = {**metadata(), "cpu_name": cpu_name()}
+    meta = metadata()
     print(table(meta, mlp, invariant, convnet, pretrained, memory, rounds, calls, reps, len(X)))
     if args.json:
         with open(args.json, "w") as f:

@@ -52,16 +52,22 @@ def _find_onednn_linear():
     return op
 
 
-def cpu_vendor():
-    """The CPU's vendor string ('GenuineIntel', 'AuthenticAMD', ...), or '' where unknown."""
+def cpu_info(field):
+    """The value of ``field`` in /proc/cpuinfo ('vendor_id', 'model name', ...), or '' where
+    unknown."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor():
+    """The CPU's vendor string ('GenuineIntel', 'AuthenticAMD', ...), or '' where unknown."""
+    return cpu_info("vendor_id")
 
 
 def linear_route(capability=None, vendor=None):
