@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
-from . import _engine, _fused, _predict, _threads
+from . import _engine, _fused, _predict, _threads, callbacks, schedules
 from ._data import TrainingData, resolve_device
 from .nn import SigmoidCrossEntropy, SoftmaxCrossEntropy
 
@@ -124,7 +124,7 @@ class TorchStateMixin:
             self._move_to(device)
 
 
-class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
+class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerMixin, BaseEstimator):
     """Shared machinery. A subclass provides:
 
     - ``_build_module(X, n_outputs, dtype, device)`` -> an initialised ``nn.Module``;
@@ -163,6 +163,7 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
         check_param(self, "epsilon", kind="real", low=0, low_open=True)
         check_param(self, "max_fun", kind="int", low=1)
         hidden_layers(self)
+        self._check_training_controls()
         if self.checkpoint_path is not None and not isinstance(self.checkpoint_path,
                                                                (str, os.PathLike)):
             raise InvalidParameterError(f"checkpoint_path must be None or a file path, got "
@@ -177,20 +178,83 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
                 "objective; use solver='adam' or 'sgd' with dropout.")
         resolve_device(self.device)
 
+    def _check_training_controls(self):
+        """``scoring`` and ``learning_rate_schedule``."""
+        scoring = self.scoring
+        if not (scoring is None or isinstance(scoring, str) or callable(scoring)):
+            raise InvalidParameterError(
+                f"{type(self).__name__}: scoring must be None, 'loss', the name of a "
+                f"scikit-learn scorer or a callable scorer(estimator, X, y), got {scoring!r}.")
+        if isinstance(scoring, str) and scoring != "loss":
+            from sklearn.metrics import get_scorer_names
+            if scoring not in get_scorer_names():
+                raise InvalidParameterError(
+                    f"{type(self).__name__}: scoring={scoring!r} is neither 'loss' nor a "
+                    "scikit-learn scorer name (see sklearn.metrics.get_scorer_names()).")
+        schedule = self.learning_rate_schedule
+        if schedule is not None:
+            schedules.start(schedule, 1 << 30)  # its type and settings: raises if invalid
+            if self.learning_rate != "constant":
+                raise InvalidParameterError(
+                    f"learning_rate_schedule={schedule!r} with learning_rate="
+                    f"{self.learning_rate!r}: both would set solver='sgd''s learning rate "
+                    "each epoch. Use learning_rate='constant' with a schedule (for the effect "
+                    "of 'adaptive', use learning_rate_schedule='plateau').")
+
+    def _scorer(self):
+        """What validation scores are: None (accuracy or R²), 'loss', or a scorer."""
+        if self.scoring is None or self.scoring == "loss" or callable(self.scoring):
+            return self.scoring
+        from sklearn.metrics import get_scorer
+        return get_scorer(self.scoring)
+
     # --- fitting ----------------------------------------------------------------------------
 
     @_threads.honours_limits
-    def _fit(self, X, y, sample_weight=None, incremental=False):
-        member = self._prepare_fit(X, y, sample_weight, incremental)
-        if member is not None:  # stochastic solvers (L-BFGS has fitted already)
-            _engine.train([member], incremental=incremental)
-            self._finish_fit(member)
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
+        with callbacks.fit_task(self) as task:
+            member = self._prepare_fit(X, y, sample_weight, incremental, validation_data, task)
+            if member is not None:  # stochastic solvers (L-BFGS has fitted already)
+                _engine.train([member], incremental=incremental)
+                self._finish_fit(member)
         return self
 
-    def _prepare_fit(self, X, y, sample_weight=None, incremental=False):
+    def _check_validation_data(self, X_val, y_val, sample_weight_val):
+        """(X_val, y_val, sample_weight_val) validated against the fitted input and targets,
+        and the targets encoded as the network trains on them."""
+        if X_val is None:
+            if y_val is not None or sample_weight_val is not None:
+                raise ValueError("y_val and sample_weight_val need X_val: pass the validation "
+                                 "data as X_val=..., y_val=....")
+            return None
+        if y_val is None:
+            raise ValueError("X_val needs its targets: pass y_val too.")
+        try:
+            X_val, y_val = self._check_fit_input(X_val, y_val, reset=False)
+        except ValueError as err:
+            raise ValueError(f"Invalid validation data (X_val, y_val): {err}") from err
+        if sample_weight_val is not None:
+            sample_weight_val = _check_sample_weight(sample_weight_val, X_val, dtype=np.float64,
+                                                     ensure_non_negative=True)
+            if sample_weight_val.sum() <= 0:
+                raise ValueError("sample_weight_val must have a positive sum.")
+        return X_val, y_val, sample_weight_val, self._encode_validation_targets(y_val)
+
+    def _encode_validation_targets(self, y):
+        """Regression targets of the validation data, as the network trains on them."""
+        Y = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float64, copy=False)
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y_val has {Y.shape[1]} output(s); y has {self.n_outputs_}.")
+        if self._loss.__class__.__name__ == "PoissonDeviance" and (Y < 0).any():
+            raise ValueError("loss='poisson' requires y_val >= 0.")
+        return Y
+
+    def _prepare_fit(self, X, y, sample_weight=None, incremental=False, validation_data=None,
+                     task=None):
         """Everything a fit does before its epochs: validation, targets, the network and its
-        initial weights (drawn from ``random_state``), the early-stopping split. Returns the
-        :class:`~sknn._engine.Member` to train, or None for L-BFGS, which it has run."""
+        initial weights (drawn from ``random_state``), the early-stopping split or the given
+        validation data. Returns the :class:`~sknn._engine.Member` to train, or None for
+        L-BFGS, which it has run."""
         self._check_params()
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         if incremental and self.early_stopping:
@@ -202,7 +266,13 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
             if sample_weight.sum() <= 0:
                 raise ValueError("sample_weight must have a positive sum.")
         Y, loss, n_outputs = self._encode_targets(y, first_pass, incremental)
+        if first_pass:
+            self.n_outputs_ = n_outputs
         self._loss = loss  # its link turns the network's output into predictions
+        given = self._check_validation_data(*(validation_data or (None, None, None)))
+        if task is not None:
+            task.begin(X, y, sample_weight, 1 if incremental else (
+                max(int(self.max_iter), 1) + 1 if self.solver == "lbfgs" else int(self.max_iter)))
         weight = self._training_weights(y, sample_weight, incremental)
 
         device = resolve_device(self.device)
@@ -210,20 +280,24 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
         if device.type == "mps":  # MPS has no float64
             dtype = torch.float32
         self._random_state = check_random_state(self.random_state)
+        validating = self.early_stopping or given is not None
         if first_pass:
-            self.n_outputs_ = n_outputs
             self.module_ = self._build_module(X, self.n_outputs_, dtype, device)
             self.n_iter_ = 0
             self.t_ = 0
             if self.solver in self._stochastic_solvers:
                 self.loss_curve_ = []
+                self.learning_rate_curve_ = []
                 self._no_improvement_count = 0
-                if self.early_stopping:
-                    self.validation_scores_, self.best_validation_score_ = [], -np.inf
-                    self.best_loss_ = None
-                else:
-                    self.best_loss_ = np.inf
-                    self.validation_scores_ = self.best_validation_score_ = None
+                self.validation_scores_ = self.best_validation_score_ = None
+                self.validation_loss_curve_ = None
+                self.best_loss_ = None if self.early_stopping else np.inf
+        if self.solver in self._stochastic_solvers:
+            if validating and getattr(self, "validation_scores_", None) is None:
+                self.validation_scores_, self.best_validation_score_ = [], -np.inf
+                self.validation_loss_curve_ = []
+            if getattr(self, "learning_rate_curve_", None) is None:  # fitted by sknn < 0.2
+                self.learning_rate_curve_ = []
         elif next(self.module_.parameters()).device != device:
             self._move_to(device)
         self.device_ = device
@@ -235,11 +309,17 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
             generator.manual_seed(int(self._random_state.randint(np.iinfo(np.int32).max)))
 
         if self.solver == "lbfgs":
-            _engine.fit_lbfgs(self, self.module_, loss, TrainingData(X, Y, weight, device, dtype))
+            _engine.fit_lbfgs(self, self.module_, loss, TrainingData(X, Y, weight, device, dtype),
+                              task)
             return None
 
         validation = None
-        if self.early_stopping:
+        split = self.early_stopping and given is None
+        if given is not None:  # the user's validation data (replaces the held-out fraction)
+            X_val, y_val, sample_weight_val, Y_val = given
+            validation = _engine.Validation(self, X_val, y_val, sample_weight_val, Y_val,
+                                            self._scorer())
+        elif split:
             train, val = train_test_split(np.arange(X.shape[0]), random_state=self._random_state,
                                           test_size=self.validation_fraction,
                                           stratify=self._stratify(y))
@@ -247,43 +327,64 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
             validation = _engine.Validation(self, X[val], y[val],
-                                            None if sample_weight is None else sample_weight[val])
+                                            None if sample_weight is None else sample_weight[val],
+                                            Y[val], self._scorer())
             # X's training rows are not copied (X may be a memmap): the data gathers them by
             # index. Y and the weights are the training rows' own.
             Y = Y[train]
             weight = None if weight is None else weight[train]
-        data = TrainingData(X, Y, weight, device, dtype,
-                            rows=train if self.early_stopping else None)
+        data = TrainingData(X, Y, weight, device, dtype, rows=train if split else None)
         checkpoint = None
         if self.checkpoint_path is not None:
             hint = ("with early_stopping=True and random_state=None, each fit draws another "
-                    "validation split: set random_state to resume" if self.early_stopping
+                    "validation split: set random_state to resume" if split
                     and self.random_state is None else "")
-            fingerprint = self._fingerprint(X, Y, weight, data.rows)
+            fingerprint = self._fingerprint(X, Y, weight, data.rows, given)
             checkpoint = _engine.Checkpoint(self.checkpoint_path, fingerprint, hint)
         history = _engine.History.from_estimator(self)
         history.n_iter_ = 0
         optimizer = getattr(self, "_optimizer", None) if incremental else None
+        schedule = schedules.start(self.learning_rate_schedule, int(self.max_iter))
+        if schedule is not None and incremental and getattr(self, "_lr_schedule_state", None):
+            schedule.load_state_dict(self._lr_schedule_state)  # partial_fit: continue it
         return _engine.Member(self.module_, loss, data,
                               _engine.TrainSettings.from_estimator(self, data.n_samples), history,
                               self._random_state, generator=generator, validation=validation,
-                              optimizer=optimizer, checkpoint=checkpoint)
+                              optimizer=optimizer, checkpoint=checkpoint, schedule=schedule,
+                              hooks=task)
 
     def _finish_fit(self, member):
         """Copy a trained member's record and solver state onto the fitted attributes."""
         member.history.apply(self)
         self._optimizer = member.optimizer
+        self._lr_schedule_state = (None if member.schedule is None
+                                   else member.schedule.state_dict())
 
-    def _fingerprint(self, X, Y, weight, rows=None):
+    def _fingerprint(self, X, Y, weight, rows=None, validation=None):
         """What a checkpoint must match to be resumed: estimator, parameters and data (all of
         it, hashed). A RandomState given as random_state counts by its state, not its identity;
-        the device by its kind (a GPU's random-number state does not resume on the CPU)."""
+        the device by its kind (a GPU's random-number state does not resume on the CPU).
+
+        Parameters are hashed by their content (joblib.hash: a function by its module and
+        name, an object by its pickled state), never by ``repr``, which holds memory
+        addresses: a fit finds its own checkpoint from another process. A value that cannot be
+        identified so (a lambda, a local function) is refused."""
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("checkpoint_path", "verbose", "device")}
         if isinstance(params["random_state"], np.random.RandomState):
-            params["random_state"] = joblib.hash(params["random_state"].get_state())
-        return (type(self).__name__, repr(sorted(params.items())), self.device_.type,
-                joblib.hash((X, Y, weight, rows)))
+            params["random_state"] = params["random_state"].get_state()
+        keys = {}
+        for name, value in sorted(params.items()):
+            try:
+                keys[name] = joblib.hash(value)
+            except Exception as err:  # pickling refused: lambdas, local functions...
+                raise ValueError(
+                    f"checkpoint_path needs parameters that can be identified in another "
+                    f"process; {name}={value!r} cannot ({type(err).__name__}: {err}). Define "
+                    "it at module level (a function or a picklable object), or set "
+                    "checkpoint_path=None.") from err
+        return (type(self).__name__, repr(sorted(keys.items())), self.device_.type,
+                joblib.hash((X, Y, weight, rows, validation)))
 
     def _check_fit_input(self, X, y, reset):
         """Validated (X, y) for fit: X a 2-D float array or sparse matrix."""
@@ -315,7 +416,8 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
     def _stratify(self, y):
         return None
 
-    def fit(self, X, y, sample_weight=None):
+    @callbacks.managed
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -326,17 +428,29 @@ class BaseNeuralNetwork(TorchStateMixin, TransformerMixin, BaseEstimator):
             The target values (class labels in classification, real numbers in regression).
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights, weighted as in scikit-learn >= 1.7.
+        X_val : {array-like, sparse matrix} of shape (n_val, n_features), default=None
+            Validation data (stochastic solvers), scored after every epoch: the scores go to
+            ``validation_scores_`` (see ``scoring``) and the losses to
+            ``validation_loss_curve_``. With ``early_stopping=True`` it replaces the held-out
+            ``validation_fraction``. Inside a Pipeline, route it with
+            ``Pipeline(..., transform_input=["X_val"])`` and
+            ``set_fit_request(X_val=True, y_val=True)``.
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Targets of ``X_val``: the classes (or outputs) of ``y``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        if _fused._CAPTURE is not None or _fused._REGISTRY:  # inside a fused search
-            fitted = _fused.intercept(self, X, y, sample_weight)
+        if X_val is None and (_fused._CAPTURE is not None or _fused._REGISTRY):
+            fitted = _fused.intercept(self, X, y, sample_weight)  # inside a fused search
             if fitted is not None:
                 return fitted
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation_data=(X_val, y_val, sample_weight_val))
 
     def _check_solver(self):
         if self.solver not in self._stochastic_solvers:
@@ -427,6 +541,24 @@ class NeuralNetClassifierMixin:
         else:
             self.out_activation_, loss = "logistic", SigmoidCrossEntropy()
         return Y, loss, Y.shape[1]
+
+    def _encode_validation_targets(self, y):
+        """Validation labels, checked against ``classes_``, as the network trains on them."""
+        check_classification_targets(y)
+        multilabel = self._label_binarizer.y_type_.startswith("multilabel")
+        if multilabel != (y.ndim == 2):
+            raise ValueError(f"y_val is {type_of_target(y)} but y was "
+                             f"{self._label_binarizer.y_type_}: they must be of the same kind.")
+        if multilabel:
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(f"y_val has {y.shape[1]} labels per sample; y has "
+                                 f"{len(self.classes_)}.")
+        else:
+            unseen = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unseen):
+                raise ValueError(f"y_val has classes that are not in y: {list(unseen)}; the "
+                                 f"classes of y are {list(self.classes_)}.")
+        return self._label_binarizer.transform(y).astype(np.float64)
 
     def _stratify(self, y):
         """Stratify the early-stopping split by class for single-output targets, where every

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _predict
 from ._data import to_tensor
 from ._optim import make_optimizer, make_stacked_optimizer
 from .nn import StackedMLP
@@ -135,6 +136,7 @@ class TrainSettings:
     n_iter_no_change: float
     verbose: int
     name: str = ""
+    early_stopping: bool = False
 
     @classmethod
     def from_estimator(cls, est, n_samples):
@@ -148,7 +150,7 @@ class TrainSettings:
                                           getattr(est, "_auto_batch_size", 200)),
             max_iter=int(est.max_iter), shuffle=bool(est.shuffle), tol=float(est.tol),
             n_iter_no_change=est.n_iter_no_change, verbose=int(est.verbose),
-            name=type(est).__name__)
+            name=type(est).__name__, early_stopping=bool(est.early_stopping))
 
 
 @dataclass
@@ -162,6 +164,8 @@ class History:
     best_loss_: float = None
     validation_scores_: list = None
     best_validation_score_: float = None
+    validation_loss_curve_: list = None
+    learning_rate_curve_: list = field(default_factory=list)
     _no_improvement_count: int = 0
 
     @classmethod
@@ -174,19 +178,49 @@ class History:
 
 
 class Validation:
-    """Held-out data scored after every epoch (early stopping): ``X`` as the estimator predicts
-    it, its targets and weights, and the estimator whose ``_score`` / ``_score_output`` count."""
+    """Validation data, scored after every epoch: ``X`` as the estimator predicts it, its
+    targets (``y`` as given, ``Y`` encoded as the network trains on them) and weights.
 
-    def __init__(self, est, X, y, sample_weight):
+    ``scorer`` says what the score is: None, the estimator's own (accuracy or R²); ``'loss'``,
+    minus the validation loss; else a scikit-learn scorer, ``scorer(estimator, X, y)``. The
+    validation loss is the training loss's data term (the L2 penalty, which does not depend on
+    the data, is left out), averaged over the validation samples' weights.
+    """
+
+    def __init__(self, est, X, y, sample_weight, Y, scorer=None):
         self.est, self.X, self.y, self.sample_weight = est, X, y, sample_weight
+        self.Y, self.scorer = Y, scorer
+        self.total = float(len(Y) if sample_weight is None else np.sum(sample_weight))
+        self._targets = None
 
-    def score(self):
-        """The score of the estimator's own module as it is now."""
-        return self.est._score(self.X, self.y, self.sample_weight)
+    def evaluate(self, module):
+        """(score, loss) of ``module`` as it is now; the outputs are computed as ``predict``
+        computes them, so that the score is the one the estimator's predictions give."""
+        dtype = next(module.parameters()).dtype
+        z = _predict.predict(module, self.X, self.est.n_outputs_,
+                             out_dtype=torch.empty((), dtype=dtype).numpy().dtype)
+        return self.evaluate_output(torch.from_numpy(z), batch_invariant=True)
 
-    def score_output(self, output):
-        """The score of predictions ``output`` (the network's output through its link)."""
-        return self.est._score_output(output, self.y, self.sample_weight)
+    def evaluate_output(self, z, batch_invariant=False):
+        """(score, loss) of the raw network outputs ``z`` (a CPU tensor, ``(n, n_outputs)``)."""
+        est, loss = self.est, self.est._loss
+        if self._targets is None or self._targets[0].dtype != z.dtype:
+            self._targets = (torch.as_tensor(self.Y, dtype=z.dtype), None if (
+                self.sample_weight is None) else torch.as_tensor(self.sample_weight, dtype=z.dtype))
+        Y, w = self._targets
+        with torch.no_grad():
+            value = float(loss(z, Y, w)) / self.total * loss.report_scale
+        if isinstance(self.scorer, str):  # 'loss'
+            return -value, value
+        if self.scorer is not None:
+            kwargs = {} if self.sample_weight is None else {"sample_weight": self.sample_weight}
+            return float(self.scorer(est, self.X, self.y, **kwargs)), value
+        link = _predict.output_link(loss) if batch_invariant else loss.link
+        with torch.no_grad():
+            out = link(z.clone()).numpy()
+        if self.X.dtype.kind == "f":  # as predict returns it
+            out = out.astype(self.X.dtype, copy=False)
+        return est._score_output(out, self.y, self.sample_weight), value
 
 
 class Member:
@@ -194,19 +228,22 @@ class Member:
     ordinary fit trains one member; a fused search, many at once."""
 
     def __init__(self, module, loss, data, settings, history, rng, *, generator=None,
-                 validation=None, optimizer=None, checkpoint=None):
+                 validation=None, optimizer=None, checkpoint=None, schedule=None, hooks=None):
         self.module, self.loss, self.data = module, loss, data
         self.settings, self.history, self.rng = settings, history, rng
         self.generator, self.validation = generator, validation
         self.optimizer, self.checkpoint = optimizer, checkpoint
+        self.schedule = schedule  # a running learning-rate schedule (sknn.schedules), or None
+        self.hooks = hooks  # per-epoch callbacks (sknn.callbacks), or None
         self.sample_idx = np.arange(data.n_samples)
         self.best_state = None
         self.error = None
         self.seconds = 0.0  # this member's share of the training time
 
-    def end_epoch(self, loss, score, progress, seconds):
-        """Record one epoch; the stopping rule (scikit-learn's ``_update_no_improvement_count``).
-        Returns whether the record improved (early stopping: the weights to keep)."""
+    def end_epoch(self, loss, score, val_loss, progress, seconds):
+        """Record one epoch; the stopping rule (scikit-learn's ``_update_no_improvement_count``):
+        on the validation score with early stopping, else on the training loss. Returns whether
+        the early-stopping record improved (the weights to keep)."""
         h, s = self.history, self.settings
         h.n_iter_ += 1
         h.t_ += self.data.n_samples
@@ -214,30 +251,34 @@ class Member:
         h.loss_curve_.append(loss)
         if s.verbose:
             progress.line("Iteration %d, loss = %.8f, time = %.3fs" % (h.n_iter_, loss, seconds))
+        improved = False
         if score is not None:
             h.validation_scores_.append(score)
+            h.validation_loss_curve_.append(val_loss)
             if s.verbose:
                 progress.line("Validation score: %f" % score)
-            h._no_improvement_count = (h._no_improvement_count + 1
-                                       if score < h.best_validation_score_ + s.tol else 0)
             improved = score > h.best_validation_score_
+            if s.early_stopping:
+                h._no_improvement_count = (h._no_improvement_count + 1
+                                           if score < h.best_validation_score_ + s.tol else 0)
             if improved:
                 h.best_validation_score_ = score
-        else:
+        if not s.early_stopping:
             h._no_improvement_count = (h._no_improvement_count + 1
                                        if loss > h.best_loss_ - s.tol else 0)
-            improved = loss < h.best_loss_
-            if improved:
+            if loss < h.best_loss_:
                 h.best_loss_ = loss
+        if self.schedule is not None:
+            self.schedule.epoch_ends(score if s.early_stopping else -loss, s.tol)
         progress.epoch(loss=f"{loss:.5f}", time=f"{seconds:.2f}s",
                        **({"val": f"{score:.4f}"} if score is not None else {}))
-        return improved
+        return improved and s.early_stopping
 
     def no_improvement_message(self):
         h, s = self.history, self.settings
         if h._no_improvement_count <= s.n_iter_no_change:
             return None
-        what = "Validation score" if self.validation is not None else "Training loss"
+        what = "Validation score" if s.early_stopping else "Training loss"
         return (f"{what} did not improve more than tol={s.tol:f} for {s.n_iter_no_change} "
                 "consecutive epochs.")
 
@@ -280,7 +321,9 @@ class Checkpoint:
          "rng": {"bit_generator": "MT19937", "keys": int64 tensor (624,), "pos": int,
                  "has_gauss": int, "cached_gaussian": float},   # RandomState.get_state()
          "sample_idx": int64 tensor, "generator": uint8 tensor or None,
-         "best_state": {name: tensor} or None}
+         "best_state": {name: tensor} or None,
+         "schedule": {"epoch": int, "current": float, "best": float or None,
+                      "bad_epochs": int, "cooldown_left": int} or None}  # sknn.schedules
     """
 
     def __init__(self, path, fingerprint, hint=""):
@@ -297,6 +340,7 @@ class Checkpoint:
             "sample_idx": torch.from_numpy(np.array(member.sample_idx, dtype=np.int64)),
             "generator": None if member.generator is None else member.generator.get_state(),
             "best_state": member.best_state,
+            "schedule": None if member.schedule is None else member.schedule.state_dict(),
         })
         tmp = self.path + ".tmp"
         torch.save(state, tmp)
@@ -338,6 +382,8 @@ class Checkpoint:
         member.best_state = state["best_state"]
         if member.generator is not None:
             member.generator.set_state(state["generator"])
+        if member.schedule is not None:
+            member.schedule.load_state_dict(state["schedule"])
         if member.best_state is not None:
             member.best_state = {k: v.to(device) for k, v in member.best_state.items()}
 
@@ -369,21 +415,31 @@ def train(members, *, incremental=False):
     completed = True
     try:
         while live:
+            for row, m in enumerate(live):
+                if m.schedule is not None:
+                    stack.set_learning_rate(row, m.settings.learning_rate_init
+                                            * m.schedule.factor())
+                m.history.learning_rate_curve_.append(stack.learning_rate(row))
+                if m.hooks is not None:
+                    m.hooks.epoch_begins(m)
             tic = time.perf_counter()
             losses = stack.run_epoch()
             seconds = time.perf_counter() - tic
-            scores = stack.validation_scores()
+            evaluations = stack.validation_scores()
             done = []
-            for row, (m, loss, score) in enumerate(zip(live, losses, scores)):
+            for row, (m, loss, (score, val_loss)) in enumerate(zip(live, losses, evaluations)):
                 if not np.isfinite(loss):
                     m.error = _diverged(m.settings, f"at iteration {m.history.n_iter_ + 1}")
                     if single:
                         raise m.error
                     done.append(row)
                     continue
-                if m.end_epoch(loss, score, progress, seconds) and m.validation is not None:
+                if m.end_epoch(loss, score, val_loss, progress, seconds):
                     stack.snapshot(row)
                 stack.iteration_ends(row, m.history.t_)
+                if m.hooks is not None and m.hooks.epoch_ends(m, seconds):
+                    done.append(row)  # a callback asked to stop: as early stopping stops
+                    continue
                 msg = m.no_improvement_message()
                 if msg is not None:
                     if stack.trigger_stopping(row, msg, m.settings.verbose):
@@ -455,7 +511,7 @@ class SingleStack:
         self.bounds = list(zip(self.starts.tolist(), self.stops.tolist()))
         self.lengths = torch.as_tensor(self.stops - self.starts, dtype=m.data.dtype,
                                        device=m.data.device)
-        if m.validation is not None:
+        if m.settings.early_stopping:
             self.snapshot(0)
         if m.checkpoint is not None and not incremental:
             state = m.checkpoint.load()
@@ -510,12 +566,19 @@ class SingleStack:
                     / int((stops - starts)[used].sum())]
 
     def validation_scores(self):
+        """Each member's (validation score, validation loss), (None, None) without one."""
         if self.m.validation is None:
-            return [None]
+            return [(None, None)]
         self.m.module.eval()
-        score = self.m.validation.score()
+        evaluation = self.m.validation.evaluate(self.m.module)
         self.m.module.train()
-        return [score]
+        return [evaluation]
+
+    def learning_rate(self, row):
+        return float(self.m.optimizer.learning_rate)
+
+    def set_learning_rate(self, row, rate):
+        self.m.optimizer.learning_rate = rate
 
     def snapshot(self, row):
         self.m.best_state = {k: v.detach().clone() for k, v in self.m.module.state_dict().items()}
@@ -556,7 +619,7 @@ class FusedStack:
         self._stack_data(members)
         self.live = list(members)
         for row, m in enumerate(members):  # as an ordinary fit: the initial weights first
-            if m.validation is not None:
+            if m.settings.early_stopping:
                 self.snapshot(row)
 
     def _stack_data(self, members):
@@ -638,18 +701,20 @@ class FusedStack:
 
     def validation_scores(self):
         if self.Xv is None:
-            return [None] * len(self.live)
+            return [(None, None)] * len(self.live)
         with torch.no_grad():
-            out = self.loss.link(self.net.forward(self.Xv, self.net.params.double()), dim=2)
-        out = out.cpu().numpy()
-        scores = []
-        for row, m in enumerate(self.live):
-            if m.validation is None:
-                scores.append(None)
-                continue
-            scores.append(m.validation.score_output(
-                out[row, :len(m.validation.X)].astype(m.validation.X.dtype, copy=False)))
-        return scores
+            z = self.net.forward(self.Xv, self.net.params.double()).cpu()
+        return [(None, None) if m.validation is None else
+                m.validation.evaluate_output(z[row, :len(m.validation.X)])
+                for row, m in enumerate(self.live)]
+
+    def learning_rate(self, row):
+        opt = self.optimizer
+        return float((opt.learning_rate if hasattr(opt, "learning_rate")
+                      else opt.learning_rate_init)[row])
+
+    def set_learning_rate(self, row, rate):
+        raise NotImplementedError("Learning-rate schedules are not fused (sknn._fused.fusable).")
 
     def snapshot(self, row):
         self.live[row].best_state = self.net.params[row].clone()
@@ -687,11 +752,13 @@ class FusedStack:
 LBFGS_CHUNK_ROWS = 8192
 
 
-def fit_lbfgs(est, module, loss, data):
+def fit_lbfgs(est, module, loss, data, task=None):
     """Full-batch L-BFGS-B (scipy) on the module's flattened parameters, gradients by autograd.
 
     scipy sees scikit-learn's objective: the loss as scikit-learn reports it (its squared error
     is a mean over outputs, though its gradient is that of the sum) plus the L2 penalty.
+    ``task`` (sknn.callbacks): each iteration is a subtask; a callback's request to stop ends
+    the optimisation at the iterate just accepted.
     """
     params = [p for p in module.parameters() if p.requires_grad]
     decayed = _penalised(params)
@@ -738,16 +805,26 @@ def fit_lbfgs(est, module, loss, data):
         # evaluated: print its value rather than evaluate again, which would also move
         # batch-norm statistics.
         accepted["x"], accepted["nit"] = flat.copy(), accepted["nit"] + 1
-        if est.verbose:
+        if est.verbose or task is not None:
             value = (last["value"] if np.array_equal(flat, last.get("x"))
                      else objective_and_grad(flat)[0])
+        if est.verbose:
             print("Iteration %d, loss = %.8f" % (accepted["nit"], value))
+        if task is not None:
+            with torch.no_grad():
+                set_params(flat)
+            if task.iteration_ends(module, accepted["nit"], value):
+                accepted["stopped"] = True
+                raise StopIteration  # scipy ends the optimisation at this iterate
+            task.iteration_begins(module)
 
     import scipy.optimize  # lazy: only L-BFGS needs it, and it adds to sknn's import time
 
     x0 = torch.nn.utils.parameters_to_vector(params).detach().cpu().numpy().astype(np.float64)
-    accepted = {"x": x0, "nit": 0}
+    accepted = {"x": x0, "nit": 0, "stopped": False}
     res = None
+    if task is not None:
+        task.iteration_begins(module)
     try:
         res = scipy.optimize.minimize(
             objective_and_grad, x0, method="L-BFGS-B", jac=True, callback=report,
@@ -758,9 +835,12 @@ def fit_lbfgs(est, module, loss, data):
         warnings.warn("Training interrupted by user.")
     finally:
         module.eval()
+        if task is not None:
+            task.close_iteration()
     if res is not None and not np.isfinite(res.fun):
         raise _diverged(est, "during L-BFGS")
-    x, n_iter = (accepted["x"], accepted["nit"]) if res is None else (res.x, int(res.nit))
+    x, n_iter = ((accepted["x"], accepted["nit"]) if res is None or accepted["stopped"]
+                 else (res.x, int(res.nit)))
     momenta = [m.momentum for m in norms]
     with torch.no_grad():
         set_params(x)
@@ -779,7 +859,7 @@ def fit_lbfgs(est, module, loss, data):
         penalty = 0.5 * alpha * float(sum(p.square().sum() for p in decayed)) / s
     est.loss_ = data_term * loss.report_scale + penalty
     est.n_iter_ = n_iter
-    if res is not None and res.status != 0:
+    if res is not None and res.status != 0 and not accepted["stopped"]:
         msg = res.message.decode() if isinstance(res.message, bytes) else res.message
         warnings.warn(
             f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}):\n"

@@ -91,6 +91,10 @@ def fusable(est, X):
     if not (est.solver in ("adam", "sgd") and not est.dropout and not est.batch_norm
             and est.checkpoint_path is None and not est.verbose and not sp.issparse(X)):
         return False
+    # Training controls that act per member each epoch run in ordinary fits.
+    if (est.scoring is not None or est.learning_rate_schedule is not None
+            or "_skl_callbacks" in est.__dict__ or "_parent_callback_ctx" in est.__dict__):
+        return False
     try:
         from ._base import hidden_layers
         width = max([X.shape[1], *hidden_layers(est)])

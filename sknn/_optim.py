@@ -41,7 +41,8 @@ def _check_solver(state, solver):
 
 class Adam:
     """Adam as scikit-learn writes it: ``p -= lr_t * m / (sqrt(v) + eps)`` with
-    ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``.
+    ``lr_t = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``; ``lr`` is ``learning_rate``, which
+    is ``learning_rate_init`` unless a learning-rate schedule sets it.
 
     The update runs in torch's fused Adam kernel, which also adds the L2 term ``decay * p`` to the
     gradients of the penalised parameters (one call for those, one for the rest). scikit-learn
@@ -66,7 +67,7 @@ class Adam:
         # out otherwise (autograd may return one, e.g. channels last) is copied into that layout.
         grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
                  for p, g in zip(params, grads)]
-        lr_t = (self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t)
+        lr_t = (self.learning_rate * math.sqrt(1 - self.beta_2**self.t)
                 / (1 - self.beta_1**self.t))
         groups = ((self._penalised, decay), (self._rest, 0.0)) if decay else (
             (range(len(params)), 0.0),)

@@ -7,6 +7,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_array, check_X_y, column_or_1d, validate_data
 
+from . import callbacks
 from ._base import (BaseNeuralNetwork, InvalidParameterError, NeuralNetClassifierMixin,
                     check_param, hidden_layers)
 from ._data import to_images
@@ -81,11 +82,15 @@ epsilon, max_fun
         Write the training state there after every epoch, to resume a crashed fit; the file
         is read as data, with ``torch.load(weights_only=True)`` (see
         :class:`sknn.MLPClassifier`).
+    scoring, learning_rate_schedule
+        What validation scores are and what early stopping watches; a learning-rate schedule:
+        as for :class:`sknn.MLPClassifier`.
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, \
-n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, \
+validation_loss_curve_, learning_rate_curve_, t_, n_iter_, n_outputs_, out_activation_, \
+n_features_in_, module_, device_
         As for :class:`sknn.MLPClassifier` (``n_features_in_`` counts values per image).
     image_shape_ : tuple of int
         ``(channels, height, width)`` of the images seen during fit.
@@ -101,7 +106,8 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=20, max_fun=15000,
-                 class_weight=None, device="auto", checkpoint_path=None):
+                 class_weight=None, device="auto", checkpoint_path=None, scoring=None,
+                 learning_rate_schedule=None):
         self.conv_layers = conv_layers
         self.kernel_size = kernel_size
         self.pooling = pooling
@@ -109,7 +115,6 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
-        self.checkpoint_path = checkpoint_path
         self.augment_shift = augment_shift
         self.augment_flip = augment_flip
         self.image_shape = image_shape
@@ -138,6 +143,8 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         self.class_weight = class_weight
         self.device = device
         self.checkpoint_path = checkpoint_path
+        self.scoring = scoring
+        self.learning_rate_schedule = learning_rate_schedule
 
     def _check_params(self):
         super()._check_params()
@@ -230,6 +237,7 @@ n_iter_, n_outputs_, out_activation_, n_features_in_, module_, device_
         return self.module_.out.in_features
 
     @available_if(BaseNeuralNetwork._check_solver)
+    @callbacks.managed
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with one epoch over the given images.
 

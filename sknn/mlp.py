@@ -5,6 +5,7 @@ import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._available_if import available_if
 
+from . import callbacks
 from ._base import (BaseNeuralNetwork, NeuralNetClassifierMixin, check_param, hidden_layers,
                     regression_score, regression_score_output)
 from .nn import MLP, PoissonDeviance, SquaredError
@@ -97,6 +98,21 @@ _PARAMETERS = """
         Batch normalisation after each hidden linear layer; its batch statistics are weighted
         by ``sample_weight``.
 
+    scoring : None, 'loss', str or callable, default=None
+        What validation scores are (validation data: ``X_val`` given to ``fit``, or the
+        held-out fraction of ``early_stopping``), and so what early stopping watches: None,
+        scikit-learn's (accuracy, or R² for regression); ``'loss'``, minus the validation loss;
+        a scorer name (``'balanced_accuracy'``, ``'neg_log_loss'``, ...) or a callable
+        ``scorer(estimator, X, y)``, as in HistGradientBoosting. Unused without validation data.
+
+    learning_rate_schedule : None, 'cosine', 'plateau', schedule or callable, default=None
+        A learning-rate schedule for solver='adam' or 'sgd' (see :mod:`sknn.schedules`):
+        'cosine' (:class:`~sknn.schedules.CosineAnnealing`, with its ``warmup``),
+        'plateau' (:class:`~sknn.schedules.ReduceOnPlateau`), or a callable
+        ``f(epoch) -> factor`` of ``learning_rate_init``. The rate is set at the start of each
+        epoch and recorded in ``learning_rate_curve_``. Needs ``learning_rate='constant'``
+        (scikit-learn's ``learning_rate`` keeps its meaning for solver='sgd').
+
     checkpoint_path : str or None, default=None
         Stochastic solvers: write the whole training state to this file after every epoch, so
         that a fit that crashed resumes from it when fit again with the same parameters and
@@ -117,9 +133,17 @@ _ATTRIBUTES = """
     loss_curve_ : list of float
         Loss at the end of each epoch (stochastic solvers only).
     validation_scores_ : list of float or None
-        Held-out score per epoch when ``early_stopping=True``, else None.
+        Validation score per epoch (see ``scoring``) whenever there is validation data
+        (``X_val``, or ``early_stopping=True``), else None.
     best_validation_score_ : float or None
-        Best held-out score when ``early_stopping=True``, else None.
+        Best validation score, whenever there is validation data, else None. With early
+        stopping, the weights restored are those of this epoch, and they score exactly this.
+    validation_loss_curve_ : list of float or None
+        Loss on the validation data per epoch (its data term: the L2 penalty left out),
+        whenever there is validation data, else None.
+    learning_rate_curve_ : list of float
+        The learning rate of each epoch (stochastic solvers; for adam, before its bias
+        corrections).
     t_ : int
         Number of training samples seen by the solver.
     coefs_ : list of ndarray
@@ -205,7 +229,8 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, _MLPMixin, BaseNe
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, device="auto", dropout=0.0, batch_norm=False, checkpoint_path=None):
+                 class_weight=None, device="auto", dropout=0.0, batch_norm=False,
+                 checkpoint_path=None, scoring=None, learning_rate_schedule=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -234,12 +259,15 @@ class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, _MLPMixin, BaseNe
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.checkpoint_path = checkpoint_path
+        self.scoring = scoring
+        self.learning_rate_schedule = learning_rate_schedule
 
     def _check_params(self):
         super()._check_params()
         self._check_class_weight()
 
     @available_if(BaseNeuralNetwork._check_solver)
+    @callbacks.managed
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with one epoch over the given data.
 
@@ -280,7 +308,8 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 device="auto", dropout=0.0, batch_norm=False, checkpoint_path=None):
+                 device="auto", dropout=0.0, batch_norm=False, checkpoint_path=None,
+                 scoring=None, learning_rate_schedule=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -309,6 +338,8 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.checkpoint_path = checkpoint_path
+        self.scoring = scoring
+        self.learning_rate_schedule = learning_rate_schedule
 
     def _check_params(self):
         super()._check_params()
@@ -344,6 +375,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
     _score_output = regression_score_output
 
     @available_if(BaseNeuralNetwork._check_solver)
+    @callbacks.managed
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with one epoch over the given data.
 

@@ -8,7 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sknn import ConvNetClassifier
+from sknn import ConvNetClassifier, _engine
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -180,14 +180,13 @@ def _assert_same_state(a, b):
 def test_early_stopping_restores_the_best_epoch_with_its_batch_norm_statistics(monkeypatch):
     X, y = quadrant_images(150, 8, 8, 1, seed=1)
     seen = []  # per validation: (score, the module's state, the hold-out)
-    score = ConvNetClassifier._score
+    evaluate = _engine.Validation.evaluate
 
-    def recording(self, X_val, y_val, sample_weight=None):
-        seen.append((score(self, X_val, y_val, sample_weight), _state(self.module_), X_val,
-                     y_val))
-        return seen[-1][0]
+    def recording(self, module):
+        seen.append((evaluate(self, module)[0], _state(module), self.X, self.y))
+        return seen[-1][0], None
 
-    monkeypatch.setattr(ConvNetClassifier, "_score", recording)
+    monkeypatch.setattr(_engine.Validation, "evaluate", recording)
     clf = small_net(conv_layers=(4,), hidden_layer_sizes=(8,), early_stopping=True,
                     validation_fraction=0.2, n_iter_no_change=2, max_iter=40, batch_size=16,
                     learning_rate_init=0.003).fit(X, y)

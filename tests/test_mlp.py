@@ -260,9 +260,10 @@ def test_warm_start_continues_training(iris):
 class _HoldOutRecorder(MLPClassifier):
     """Keeps the rows early stopping scores each epoch: the hold-out as the fit drew it."""
 
-    def _score(self, X, y, sample_weight=None):
-        self.held_out_ = X.copy(), y.copy()
-        return super()._score(X, y, sample_weight)
+    def _prepare_fit(self, *args, **kwargs):
+        member = super()._prepare_fit(*args, **kwargs)
+        self.held_out_ = member.validation.X.copy(), member.validation.y.copy()
+        return member
 
 
 def test_early_stopping_restores_best_weights_of_a_stratified_hold_out(digits):
