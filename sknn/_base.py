@@ -561,10 +561,16 @@ class NeuralNetClassifierMixin:
         return self._label_binarizer.transform(y).astype(np.float64)
 
     def _stratify(self, y):
-        """Stratify the early-stopping split by class for single-output targets, where every
-        class has a member on both sides of it."""
+        """What the early-stopping split is stratified by. Binary targets: the binarised labels,
+        as scikit-learn does, with its errors where a class is too small to stratify ("The least
+        populated classes in y have only 1 member... ['True']"). Multiclass targets, which
+        scikit-learn does not stratify: the labels, where every class has a member on both
+        sides of the split, else no stratification (where scikit-learn does not raise, neither
+        does sknn). Multilabel targets: none, as in scikit-learn."""
         if y.ndim != 1:
             return None
+        if self._label_binarizer.y_type_ == "binary":
+            return self._label_binarizer.transform(y).astype(bool)
         counts = np.unique(y, return_counts=True)[1]
         n_val = int(np.ceil(self.validation_fraction * y.shape[0]))
         fits = counts.min() >= 2 and min(n_val, y.shape[0] - n_val) >= len(counts)

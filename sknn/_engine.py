@@ -85,13 +85,19 @@ class Progress:
             self.bar.close()
 
 
+# scikit-learn's error for weights that are not finite after a fit, verbatim: sknn's
+# messages for a fit that diverged start with it.
+NONFINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may contain "
+                     "large values and need to be preprocessed.")
+
+
 def _diverged(settings, where):
-    """The error for a loss that turned NaN or infinite; ``settings``: the estimator or its
-    :class:`TrainSettings`."""
+    """The error for a stochastic solver's loss that turned NaN or infinite; ``settings``: the
+    estimator or its :class:`TrainSettings`."""
     return ValueError(
-        f"Training diverged: the loss became NaN or infinite {where}. Lower the learning rate "
-        f"(learning_rate_init={settings.learning_rate_init}) or scale the input, e.g. with "
-        "StandardScaler."
+        f"{NONFINITE_WEIGHTS} Training diverged: the loss became NaN or infinite {where}. Lower "
+        f"the learning rate (learning_rate_init={settings.learning_rate_init}) or scale the "
+        "input, e.g. with StandardScaler."
     )
 
 
@@ -404,7 +410,8 @@ def train(members, *, incremental=False):
     solver settings and stopping; one that stops is frozen and leaves the stack. On return each
     member's module holds its final weights (the best epoch's, with early stopping), its
     ``history`` its record and ``optimizer`` its solver state. A member whose loss turns
-    non-finite gets the error in ``error`` (one member alone: it is raised).
+    non-finite without early stopping, or whose final weights are not finite, gets the error in
+    ``error`` (one member alone: it is raised).
     """
     stack = SingleStack(members[0], incremental) if len(members) == 1 else FusedStack(members)
     single = len(members) == 1
@@ -428,7 +435,13 @@ def train(members, *, incremental=False):
             evaluations = stack.validation_scores()
             done = []
             for row, (m, loss, (score, val_loss)) in enumerate(zip(live, losses, evaluations)):
-                if not np.isfinite(loss):
+                # Without early stopping a loss that turns NaN or infinite ends the fit with an
+                # error at once (scikit-learn trains on to max_iter, then raises). With it, as in
+                # scikit-learn, the epoch is recorded like any other, its validation score NaN
+                # where the predictions are not finite (a NaN score never counts as an
+                # improvement, and resets the count of epochs without one), training goes on,
+                # and the best epoch's weights are restored at the end.
+                if not np.isfinite(loss) and not m.settings.early_stopping:
                     m.error = _diverged(m.settings, f"at iteration {m.history.n_iter_ + 1}")
                     if single:
                         raise m.error
@@ -473,26 +486,29 @@ def train(members, *, incremental=False):
         stack.finish(row, m)
     for m in members:
         m.module.eval()
-        if m.error is None and not _finite(m):
-            # The loss is read before each update: the last one can still overflow.
-            m.error = ValueError("Solver produced non-finite parameter weights or outputs. The "
-                                 "input data may contain large values and need to be "
-                                 "preprocessed, or the learning rate is too large "
-                                 f"(learning_rate_init={m.settings.learning_rate_init}).")
-            if single:
+        if m.error is None:
+            m.error = _nonfinite(m)
+            if m.error is not None and single:
                 raise m.error
         if m.checkpoint is not None and completed:
             m.checkpoint.remove()  # the fit completed: nothing to resume
 
 
-def _finite(member):
-    """Whether a trained member's weights, and its outputs on its first training rows, are
-    finite (a cheap look for a last update that overflowed)."""
+def _nonfinite(member):
+    """The error for a trained member whose weights, or outputs on its first training rows, are
+    not finite (the loss is read before each update: the last one can still overflow); None
+    when they are finite."""
+    advice = ("The learning rate may also be too large "
+              f"(learning_rate_init={member.settings.learning_rate_init}).")
     if not all(bool(torch.isfinite(p).all()) for p in member.module.parameters()):
-        return False
+        return ValueError(f"{NONFINITE_WEIGHTS} {advice}")
     xb = member.data.batch(slice(0, min(member.data.n_samples, 64)))[0]
     with torch.no_grad():
-        return bool(torch.isfinite(member.module(xb)).all())
+        if bool(torch.isfinite(member.module(xb)).all()):
+            return None
+    return ValueError("Solver produced parameter weights whose outputs on the training data are "
+                      "not finite. The input data may contain large values and need to be "
+                      f"preprocessed. {advice}")
 
 
 class SingleStack:
@@ -838,7 +854,12 @@ def fit_lbfgs(est, module, loss, data, task=None):
         if task is not None:
             task.close_iteration()
     if res is not None and not np.isfinite(res.fun):
-        raise _diverged(est, "during L-BFGS")
+        # Refused, where scikit-learn raises only if the weights are not finite, and otherwise
+        # keeps the point L-BFGS stopped at (often the initial one) with a loss_ of NaN.
+        weights = "" if np.isfinite(res.x).all() else NONFINITE_WEIGHTS + " "
+        raise ValueError(f"{weights}Training diverged: the loss became NaN or infinite during "
+                         "L-BFGS. The input data may contain large values: scale it, e.g. with "
+                         "StandardScaler.")
     x, n_iter = ((accepted["x"], accepted["nit"]) if res is None or accepted["stopped"]
                  else (res.x, int(res.nit)))
     momenta = [m.momentum for m in norms]

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._available_if import available_if
 
 from . import callbacks
@@ -148,8 +149,11 @@ _ATTRIBUTES = """
         Number of training samples seen by the solver.
     coefs_ : list of ndarray
         Weight matrices; ``coefs_[i]`` has shape ``(units in layer i, units in layer i + 1)``.
+        Copies: assigning a list of arrays of these shapes to a fitted estimator's ``coefs_``
+        loads them into its network (changing one array of the list does not).
     intercepts_ : list of ndarray
-        Bias vectors; ``intercepts_[i]`` has ``units in layer i + 1`` entries.
+        Bias vectors; ``intercepts_[i]`` has ``units in layer i + 1`` entries. Assignable as
+        ``coefs_``.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -191,9 +195,47 @@ class _MLPMixin:
     def coefs_(self):
         return [w.detach().cpu().numpy().copy() for w in self.module_.weights]
 
+    @coefs_.setter
+    def coefs_(self, values):
+        self._load_parameters("coefs_", "weights", values)
+
     @property
     def intercepts_(self):
         return [b.detach().cpu().numpy().copy() for b in self.module_.biases]
+
+    @intercepts_.setter
+    def intercepts_(self, values):
+        self._load_parameters("intercepts_", "biases", values)
+
+    def _load_parameters(self, name, kind, values):
+        """Copy ``values`` (one array per layer) into the fitted network's ``kind`` parameters,
+        in place, keeping their dtype and device; all are checked before any is written."""
+        if "module_" not in self.__dict__:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: fit it "
+                                 f"before assigning {name}, which sets the fitted network's "
+                                 f"{kind}.")
+        params = list(getattr(self.module_, kind))
+        shapes = [tuple(p.shape) for p in params]
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f"{name} must be a list of {len(params)} arrays, one per layer, of "
+                            f"shapes {shapes}; got a {type(values).__name__}.")
+        if len(values) != len(params):
+            raise ValueError(f"{name} must have {len(params)} arrays, one per layer, of shapes "
+                             f"{shapes}; got {len(values)}.")
+        arrays = []
+        for i, (value, shape) in enumerate(zip(values, shapes)):
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{name}[{i}] (layer {i} to {i + 1}) must be an array of "
+                                f"numbers of shape {shape}; got {type(value).__name__}.") from err
+            if array.shape != shape:
+                raise ValueError(f"{name}[{i}] (layer {i} to {i + 1}) must have shape {shape}; "
+                                 f"got {array.shape}.")
+            arrays.append(array)
+        with torch.no_grad():
+            for p, array in zip(params, arrays):
+                p.copy_(torch.from_numpy(array).to(p.dtype))
 
     @property
     def _n_features_out(self):

@@ -79,7 +79,7 @@ def _check_outputs(est, X):
 UNSCALED = 10
 
 
-def _required_error(est, X):
+def _required_error(est, X, y):
     """The error the drawn input must raise, as (exception type, message pattern), or None
     where it is valid. Decided from the parameters and the data alone, before any fit."""
     p = est.get_params()
@@ -91,6 +91,14 @@ def _required_error(est, X):
         n_val = math.ceil(p["validation_fraction"] * n)  # train_test_split's test size
         if n_val == n:
             return ValueError, f"With n_samples={n}, .* the resulting train set will be empty"
+        counts = np.unique(y, return_counts=True)[1]
+        if est._is_clf() and len(counts) == 2:  # binary: a split stratified by class
+            if counts.min() < 2:
+                return ValueError, r"The least populated classes in y have only 1 member"
+            if n - n_val < 2:
+                return ValueError, r"The train_size = 1 should be greater or equal to the number"
+            if n_val < 2:
+                return ValueError, r"The test_size = 1 should be greater or equal to the number"
         if n_val < 2:
             return ValueError, "The validation set is too small. Increase 'validation_fraction'"
     return None
@@ -120,8 +128,10 @@ def _allowed_error(est, X, y, sw, splits, error):
     unscaled = np.abs(X).max() > UNSCALED or (
         not est._is_clf() and np.abs(y).max() > UNSCALED)
     if (p["solver"] == "sgd" and unscaled and re.search(
-            r"^Training diverged: the loss became NaN or infinite at iteration \d+\. Lower the "
-            r"learning rate \(learning_rate_init=" + re.escape(f"{p['learning_rate_init']})"),
+            r"^Solver produced non-finite parameter weights\. The input data may contain large "
+            r"values and need to be preprocessed\. Training diverged: the loss became NaN or "
+            r"infinite at iteration \d+\. Lower the learning rate \(learning_rate_init="
+            + re.escape(f"{p['learning_rate_init']})"),
             message)):
         return True
     if (sw is not None and p["early_stopping"] and splits and sw[splits[-1][1]].sum() == 0
@@ -134,7 +144,7 @@ def _fit_or_documented_error(est, X, y, sw, required=None):
     """Fit: True where it fitted, False where the input had to be refused and was, with the
     message naming why (``required``, else :func:`_required_error`). An error the input does
     not call for, or a fit of an input that had to be refused, fails the test."""
-    required = required or _required_error(est, X)
+    required = required or _required_error(est, X, y)
     with warnings.catch_warnings(), _recorded_splits() as splits:
         warnings.simplefilter("ignore")
         try:
@@ -174,7 +184,9 @@ def test_mlp_regressor_properties(data, params):
 @pytest.mark.parametrize("n", [1, 2, 10, 11, 12])
 def test_early_stopping_refuses_exactly_the_sets_too_small_to_hold_out(Est, n):
     """The boundaries the drawn sizes cross only now and then: n=1 leaves nothing to train on,
-    n <= 10 holds out a single sample (validation_fraction=0.1), n=11 holds out two: valid."""
+    n <= 10 holds out a single sample (validation_fraction=0.1), n=11 holds out two: valid. (The
+    classifier's binary targets are stratified: for n=2 a class has one member, for n <= 10 the
+    hold-out is smaller than the number of classes; errors that scikit-learn raises too.)"""
     rng = np.random.RandomState(n)
     X, y = rng.randn(n, 3), np.arange(n) % 2
     est = Est(max_iter=2, early_stopping=True, random_state=0, device="cpu")
