@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.preprocessing import LabelBinarizer
 
-from . import _optim, nn as _nn
+from . import _optim, nn as _nn, schedules
 from ._data import resolve_device
 from .convnet import ConvNetClassifier
 from .mlp import MLPClassifier, MLPRegressor
@@ -46,7 +46,8 @@ ESTIMATORS = {cls.__name__: cls for cls in (
 #: attributes with ``cls.__new__`` (their ``__init__`` does not run), as unpickling does.
 _OBJECTS = {cls.__name__: cls for cls in (
     _optim.Adam, _optim.SGD, _nn.SoftmaxCrossEntropy, _nn.SigmoidCrossEntropy,
-    _nn.SquaredError, _nn.PoissonDeviance, LabelBinarizer)}
+    _nn.SquaredError, _nn.PoissonDeviance, LabelBinarizer, schedules.CosineAnnealing,
+    schedules.ReduceOnPlateau)}
 
 # The module's plain attributes that steer its forward pass (the tensors are in its state_dict).
 _MODULE_ATTRS = ("activation", "dropout", "augment_shift", "augment_flip", "name")
@@ -413,7 +414,9 @@ def save(estimator, path):
     ``tensors.safetensors`` (the network's weights and buffers, the solver's state and the other
     numeric arrays). It holds everything pickling keeps, so that a loaded model predicts, and
     continues training with ``partial_fit`` or ``warm_start``, exactly as the saved one would.
-    Tensors are saved from any device; the file does not depend on where the model was fitted.
+    Callbacks (``set_callbacks``) are not saved: they are code. A ``learning_rate_schedule`` or
+    ``scoring`` that is a callable cannot be saved as data either (a ``TypeError`` says so):
+    use the named ones. Tensors are saved from any device; the file does not depend on where the model was fitted.
 
     Parameters
     ----------
@@ -434,6 +437,9 @@ def save(estimator, path):
                         f"{cls.__module__}.{cls.__qualname__}.")
     params = estimator.get_params(deep=False)
     state = dict(vars(estimator))
+    # Callbacks (set_callbacks) are code, not data, and belong to a session: set them again
+    # after loading.
+    state.pop("_skl_callbacks", None)
     enc = _Encoder()
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "sknn_version": _version(),
            "class": cls.__name__,

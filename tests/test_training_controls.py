@@ -401,3 +401,33 @@ def test_convnet_takes_every_control(split, tmp_path):
     assert net.learning_rate_curve_[0] == pytest.approx(0.0005)
     assert -log_loss(yv, net.predict_proba(Xv), labels=net.classes_) == pytest.approx(
         net.best_validation_score_, rel=1e-5)
+
+
+def test_save_and_load_keep_schedules_and_records(split, tmp_path):
+    from sknn import load, save
+    X, y, Xv, yv, *_ = split
+    clf = _clf(learning_rate_schedule=ReduceOnPlateau(patience=1, threshold=0.3),
+               scoring="loss").fit(X, y, X_val=Xv, y_val=yv)
+    if callbacks.AVAILABLE:
+        clf.set_callbacks(callbacks.TimeBudget(60))  # code, not data: left out of the file
+    save(clf, tmp_path / "m.sknn")
+    loaded = load(tmp_path / "m.sknn")
+    assert repr(loaded.learning_rate_schedule) == repr(clf.learning_rate_schedule)
+    assert loaded.validation_loss_curve_ == clf.validation_loss_curve_
+    assert "_skl_callbacks" not in vars(loaded)
+    # partial_fit continues the schedule of the saved fit, as the original does.
+    clf.partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    assert loaded.learning_rate_curve_ == clf.learning_rate_curve_
+    np.testing.assert_array_equal(loaded.coefs_[0], clf.coefs_[0])
+
+
+def test_callbacks_cost_nothing_when_unset(split, monkeypatch):
+    X, y, *_ = split
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a callback task was made for a fit without callbacks")
+
+    monkeypatch.setattr(callbacks, "_FitTask", refuse)
+    _clf().fit(X, y)
+    _clf(solver="lbfgs", max_iter=3).fit(X, y)
