@@ -214,8 +214,9 @@ class Validation:
             self._targets = (torch.as_tensor(self.Y, dtype=z.dtype), None if (
                 self.sample_weight is None) else torch.as_tensor(self.sample_weight, dtype=z.dtype))
         Y, w = self._targets
-        with torch.no_grad():
-            value = float(loss(z, Y, w)) / self.total * loss.report_scale
+        with torch.no_grad():  # validation rows that all weigh zero: no loss to tell (NaN)
+            value = (float(loss(z, Y, w)) / self.total * loss.report_scale if self.total > 0
+                     else float("nan"))
         if isinstance(self.scorer, str):  # 'loss'
             return -value, value
         if self.scorer is not None:

@@ -201,18 +201,19 @@ class MLP(nn.Module):
         for W, b in zip(weights[:-1], biases[:-1]):
             h = matmul_nt(outputs[-1], W.t(), b, relu=relu)
             outputs.append(h if relu else act(h))
-        # The output layer runs output-major, z.T = W.T @ h.T: with few outputs, its products
-        # and the loss are several times faster in this layout than in (samples, outputs).
-        h, w_out = outputs[-1], weights[-1].t().contiguous()
-        value, delta = loss.value_and_delta(torch.addmm(biases[-1][:, None], w_out, h.t()),
-                                            y.t(), w, dim=0)
+        # The output layer runs in (samples, outputs) layout, as the hidden ones: over whole
+        # epochs of bench_mlp.py it was 3-4% faster than the output-major layout z.T = W.T @ h.T
+        # with AVX-512 and with AVX2 kernels (benchmarks/bench_routes.py), though that layout
+        # wins on its own with the operands in the cache.
+        h = outputs[-1]
+        value, delta = loss.value_and_delta(torch.addmm(biases[-1], h, weights[-1]), y, w)
         delta.mul_(scale)
         n = len(weights)
         grad_w, grad_b = [None] * n, [None] * n
-        grad_w[-1] = torch.mm(delta, h).t().contiguous()
-        grad_b[-1] = delta.sum(dim=1)
+        grad_w[-1] = torch.mm(h.t(), delta)
+        grad_b[-1] = delta.sum(dim=0)
         if n > 1:
-            delta = torch.mm(delta.t(), w_out)  # back to (samples, units)
+            delta = matmul_nt(delta, weights[-1])
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
             grad_w[i] = matmul_nt(outputs[i].t(), delta.t())
@@ -346,7 +347,7 @@ def _weighted_delta(delta, w, dim):
 
 
 # Every loss takes ``dim``, the axis of ``z`` and ``y`` that holds the outputs: 1 for the usual
-# (samples, outputs) layout, 0 for the output-major layout ``MLP.backprop`` uses.
+# (samples, outputs) layout, 0 for the output-major layout ``StackedMLP.backprop`` uses.
 
 
 class SoftmaxCrossEntropy:
@@ -510,7 +511,7 @@ class StackedMLP:
         for W, b in zip(self.weights[:-1], self.biases[:-1]):
             h = torch.baddbmm(b.unsqueeze(1), outputs[-1], W)
             outputs.append(h.clamp_min_(0) if relu else act(h))
-        # The output layer runs output-major, z.T = W.T @ h.T, as in MLP.backprop: with few
+        # The output layer runs output-major, z.T = W.T @ h.T: with few
         # outputs its products and the loss are several times faster in this layout.
         h, w_out = outputs[-1], self.weights[-1].transpose(1, 2).contiguous()
         z = torch.baddbmm(self.biases[-1].unsqueeze(2), w_out, h.transpose(1, 2))

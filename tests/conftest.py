@@ -57,3 +57,12 @@ def lazy_device():
     except Exception as e:  # a torch build without it
         pytest.skip(f"torch's lazy device is not available: {e!r}")
     return torch.device("lazy")
+
+
+def needs_sklearn(version, why):
+    """Skip a test where the installed scikit-learn is older than ``version`` (pyproject allows
+    older ones: sknn works there, the test compares with a newer scikit-learn's behaviour)."""
+    import sklearn
+    from sklearn.utils.fixes import parse_version
+    return pytest.mark.skipif(parse_version(sklearn.__version__) < parse_version(version),
+                              reason=f"needs scikit-learn >= {version}: {why}")

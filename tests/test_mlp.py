@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sknn import MLPClassifier, MLPRegressor
+from conftest import needs_sklearn
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -56,6 +57,7 @@ def test_classifier_follows_sklearns_trajectory(digits, params):
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@needs_sklearn("1.7", "MLPRegressor(loss=) came in 1.7")
 def test_regressor_follows_sklearns_trajectory(diabetes, loss):
     X, y = diabetes
     if loss == "poisson":

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor, _engine
 from sknn.model_selection import GridSearchCV, RandomizedSearchCV
+from conftest import needs_sklearn
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -324,6 +325,7 @@ def test_members_of_other_sizes_leave_the_stack_in_any_order(digits):
         np.testing.assert_allclose(out[i].coefs_[0], ref.coefs_[0], rtol=1e-10, atol=1e-13)
 
 
+@needs_sklearn("1.8", "GridSearchCV routes sample_weight to Pipeline.score from 1.8")
 def test_metadata_routing_of_sample_weight_through_a_pipeline(digits, stacks):
     import sklearn
     X, y = digits

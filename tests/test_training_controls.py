@@ -353,6 +353,14 @@ def test_scikit_learn_progress_bar_and_scoring_monitor(split):
     search = GridSearchCV(pipe, {"mlp__alpha": [1e-4, 1e-2]}, cv=2)
     search.set_callbacks(ProgressBar()).fit(X, y)
     assert search.best_estimator_[-1].n_iter_ == 8
+    # A monitor set on the pipeline's network scores its epochs inside the pipeline (on the
+    # scaled rows it trains on) and inside the search.
+    monitor = ScoringMonitor(scoring="accuracy")
+    pipe = Pipeline([("scale", StandardScaler()), ("mlp", _clf().set_callbacks(monitor))])
+    GridSearchCV(pipe, {"mlp__alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    epochs = [row for log in monitor.get_logs(select="all") for row in log.data
+              if row["task_name"] == "epoch"]
+    assert len(epochs) == 5 * 8  # 4 fits and the refit, 8 epochs each
 
 
 @needs_callbacks
