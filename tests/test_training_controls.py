@@ -343,6 +343,7 @@ def test_callbacks_survive_clone_pickle_partial_fit_and_search(split):
 
 @needs_callbacks
 def test_scikit_learn_progress_bar_and_scoring_monitor(split):
+    pytest.importorskip("rich")  # scikit-learn's ProgressBar draws with rich (the test extra)
     from sklearn.callback import ProgressBar, ScoringMonitor
     X, y, *_ = split
     monitor = ScoringMonitor(scoring="accuracy")
