@@ -34,17 +34,21 @@ from sklearn.exceptions import ConvergenceWarning
 from . import _predict
 from ._data import to_tensor
 from ._optim import make_optimizer, make_stacked_optimizer
-from .nn import StackedMLP
+from .nn import StackedMLP, Workspace
 
 
 def _penalised(params):
     return [p for p in params if p.ndim >= 2]
 
 
-def objective_and_grads(module, loss, xb, yb, wb, scale, alpha, params, generator=None):
+def objective_and_grads(module, loss, xb, yb, wb, scale, alpha, params, generator=None,
+                        workspace=None):
     """``scale * loss`` on a batch and the gradients of ``scale * (loss + alpha/2 * sum||W||^2)``
-    for ``params``: by the module's own backpropagation where it has one, else by autograd."""
+    for ``params``: by the module's own backpropagation where it has one (writing into
+    ``workspace``, a :class:`~sknn.nn.Workspace`, when given), else by autograd."""
     if getattr(module, "supports_backprop", False):
+        if workspace is not None:
+            return module.backprop(xb, yb, wb, loss, scale, alpha * scale, workspace)
         return module.backprop(xb, yb, wb, loss, scale, alpha * scale)
     objective = loss(module(xb, generator, wb), yb, wb) * scale
     grads = list(torch.autograd.grad(objective, params))
@@ -520,6 +524,9 @@ class SingleStack:
         self.m = m = member
         self.params = [p for p in m.module.parameters() if p.requires_grad]
         self.decayed = _penalised(self.params)
+        # The module's products write into these, batch after batch (its gradients are
+        # consumed by the update before the next batch overwrites them).
+        self.workspace = Workspace()
         if m.optimizer is None:
             m.optimizer = make_optimizer(self.params, m.settings)
         n, bs = m.data.n_samples, m.settings.batch_size
@@ -557,7 +564,7 @@ class SingleStack:
                 xb, yb, wb = epoch_data.batch(slice(a, b))
             # The L2 term of the gradients is added by the optimizer's update.
             objective, grads = objective_and_grads(m.module, loss, xb, yb, wb, 1.0 / s, 0.0,
-                                                   params, m.generator)
+                                                   params, m.generator, self.workspace)
             with torch.no_grad():
                 if alpha:
                     norms.extend(torch._foreach_norm(self.decayed))

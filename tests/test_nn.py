@@ -139,3 +139,23 @@ def test_linear_route_is_a_fixed_function_of_the_cpu():
     assert linear_route("AVX2", "GenuineIntel") == "blas"
     assert linear_route("DEFAULT", "") == "blas"
     assert linear_route() == linear_route()  # no timing, no state
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_backprop_into_a_workspace_is_bit_identical(activation):
+    from sknn.nn import MLP, SoftmaxCrossEntropy, Workspace
+    g = torch.Generator().manual_seed(0)
+    module = MLP([6, 8, 5, 3], activation)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    workspace = Workspace()
+    for rows in (7, 4, 7):  # two batch sizes, one met twice (its tensors reused)
+        x = torch.randn(rows, 6, generator=g)
+        y = torch.nn.functional.one_hot(torch.randint(0, 3, (rows,), generator=g), 3).float()
+        w = torch.rand(rows, generator=g)
+        plain = module.backprop(x, y, w, SoftmaxCrossEntropy(), 0.5, 0.01)
+        into = module.backprop(x, y, w, SoftmaxCrossEntropy(), 0.5, 0.01, workspace)
+        assert torch.equal(plain[0], into[0])
+        for a, b in zip(plain[1], into[1]):
+            assert torch.equal(a, b)

@@ -127,11 +127,14 @@ def _allowed_error(est, X, y, sw, splits, error):
         return False
     unscaled = np.abs(X).max() > UNSCALED or (
         not est._is_clf() and np.abs(y).max() > UNSCALED)
+    # Diverged: at the epoch it happened, or (with early stopping, which trains on as
+    # scikit-learn does) at the end, where the weights kept are not finite.
     if (p["solver"] == "sgd" and unscaled and re.search(
-            r"^Solver produced non-finite parameter weights\. The input data may contain large "
-            r"values and need to be preprocessed\. Training diverged: the loss became NaN or "
-            r"infinite at iteration \d+\. Lower the learning rate \(learning_rate_init="
-            + re.escape(f"{p['learning_rate_init']})"),
+            r"^Solver produced (non-finite parameter weights|parameter weights whose outputs "
+            r"on the training data are not finite)\. The input data may contain large "
+            r"values and need to be preprocessed\. (Training diverged: the loss became NaN or "
+            r"infinite at iteration \d+\. Lower the learning rate|The learning rate may also "
+            r"be too large) \(learning_rate_init=" + re.escape(f"{p['learning_rate_init']})"),
             message)):
         return True
     if (sw is not None and p["early_stopping"] and splits and sw[splits[-1][1]].sum() == 0
