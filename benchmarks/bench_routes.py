@@ -102,7 +102,7 @@ def output_layer(layout):
     X, y = make_data()[:2]
     own = sknn_nn.MLP.backprop
 
-    def output_major(module, x, y, w, loss, scale, decay):
+    def output_major(module, x, y, w, loss, scale, decay, workspace=None):
         return _output_major_backprop(module, x, y, w, loss, scale)
 
     def fit():
