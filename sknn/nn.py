@@ -29,12 +29,13 @@ _INPLACE_ACTIVATIONS = {
     "relu": lambda x: x.clamp_min_(0),
 }
 
-# Gradient through the activation, from the gradient ``d`` w.r.t. its output ``h`` and ``h``.
+# Gradient through the activation, from the gradient ``d`` w.r.t. its output ``h`` and ``h``,
+# in place in ``d`` (a product's output, owned by the backpropagation).
 _ACTIVATION_GRADS = {
     "identity": lambda d, h: d,
     "logistic": lambda d, h: d.mul_(h * (1 - h)),
     "tanh": lambda d, h: d.mul_(1 - h * h),
-    "relu": lambda d, h: torch.ops.aten.threshold_backward(d, h, 0),
+    "relu": lambda d, h: torch.ops.aten.threshold_backward.grad_input(d, h, 0, grad_input=d),
 }
 
 
@@ -86,13 +87,15 @@ def linear_route(capability=None, vendor=None):
 _ONEDNN_LINEAR = _find_onednn_linear() if linear_route() == "onednn" else None
 
 
-def matmul_nt(a, b, bias=None, relu=False):
+def matmul_nt(a, b, bias=None, relu=False, out=None):
     """``a @ b.T (+ bias)``, then ReLU if asked: by oneDNN for float32 CPU tensors large enough
-    to gain from it, else by torch.addmm / mm."""
-    if (_ONEDNN_LINEAR is not None and a.dtype == torch.float32 and a.device.type == "cpu"
-            and min(b.shape) >= 32):
+    to gain from it, else by torch.addmm / mm, into ``out`` when given (a :class:`Workspace`'s
+    tensor: only on the BLAS route, see :meth:`Workspace.buffers`)."""
+    if (out is None and _ONEDNN_LINEAR is not None and a.dtype == torch.float32
+            and a.device.type == "cpu" and min(b.shape) >= 32):
         return _ONEDNN_LINEAR(a, b, bias, "relu" if relu else "none", [], "")
-    out = a @ b.t() if bias is None else torch.addmm(bias, a, b.t())
+    out = (torch.mm(a, b.t(), out=out) if bias is None
+           else torch.addmm(bias, a, b.t(), out=out))
     return out.clamp_min_(0) if relu else out
 
 
@@ -204,12 +207,7 @@ class MLP(nn.Module):
             ws = _Buffers(weights, biases)  # no tensors: every product makes its own
         outputs = [x]
         for i, (W, b) in enumerate(zip(weights[:-1], biases[:-1])):
-            if not ws.given:
-                h = matmul_nt(outputs[-1], W.t(), b, relu=relu)
-            else:
-                h = torch.addmm(b, outputs[-1], W, out=ws.h[i])
-                if relu:
-                    h.clamp_min_(0)
+            h = matmul_nt(outputs[-1], W.t(), b, relu=relu, out=ws.h[i])
             outputs.append(h if relu else act(h))
         # The output layer runs in (samples, outputs) layout, as the hidden ones: over whole
         # epochs of bench_mlp.py it was 3-4% faster than the output-major layout z.T = W.T @ h.T
@@ -224,20 +222,13 @@ class MLP(nn.Module):
         grad_w[-1] = torch.mm(h.t(), delta, out=ws.gw[-1])
         grad_b[-1] = torch.sum(delta, 0, out=ws.gb[-1])
         if n > 1:
-            delta = (matmul_nt(delta, weights[-1]) if not ws.given
-                     else torch.mm(delta, weights[-1].t(), out=ws.d[-1]))
+            delta = matmul_nt(delta, weights[-1], out=ws.d[-1])
         for i in range(n - 2, -1, -1):
-            if relu and ws.given:  # in place, into the workspace's delta
-                torch.ops.aten.threshold_backward.grad_input(delta, outputs[i + 1], 0,
-                                                              grad_input=delta)
-            else:
-                delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
-            grad_w[i] = (matmul_nt(outputs[i].t(), delta.t()) if not ws.given
-                         else torch.mm(outputs[i].t(), delta, out=ws.gw[i]))
+            delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
+            grad_w[i] = matmul_nt(outputs[i].t(), delta.t(), out=ws.gw[i])
             grad_b[i] = torch.sum(delta, 0, out=ws.gb[i])
             if i:
-                delta = (matmul_nt(delta, weights[i]) if not ws.given
-                         else torch.mm(delta, weights[i].t(), out=ws.d[i]))
+                delta = matmul_nt(delta, weights[i], out=ws.d[i])
         if decay:
             torch._foreach_add_(grad_w, weights, alpha=decay)
         return value * scale, grad_w + grad_b
@@ -249,8 +240,7 @@ class _Buffers:
     tensors (every ``out`` is None, a new tensor), for a backprop without a workspace."""
 
     def __init__(self, weights, biases, x=None):
-        self.given = x is not None
-        if not self.given:
+        if x is None:
             self.h = self.d = self.gw = [None] * len(weights)
             self.gb = [None] * len(biases)
             return
@@ -265,8 +255,9 @@ class Workspace:
     """Tensors that :meth:`MLP.backprop` writes its products into, kept for one fit (one set
     per batch size: the last batch of an epoch may be shorter), instead of new tensors for every
     minibatch. The same operations on the same operands: results are bit-identical. Measured
-    on bench_mlp.py's fits, 3 x 7 interleaved rounds: 5-7% less time per epoch with AVX-512
-    and with AVX2 kernels. Not used by oneDNN's route, whose product has no ``out``."""
+    on bench_mlp.py's fits, interleaved rounds: 5-7% less time per epoch with AVX-512 and with
+    AVX2 kernels while the machine was quiet, from 4% less to 2% more in a noisier phase. Not
+    used by oneDNN's route, whose product has no ``out``."""
 
     def __init__(self):
         self._sets = {}
