@@ -193,7 +193,7 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
                     "scikit-learn scorer name (see sklearn.metrics.get_scorer_names()).")
         schedule = self.learning_rate_schedule
         if schedule is not None:
-            schedules.start(schedule, 1 << 30)  # its type and settings: raises if invalid
+            schedules.start(schedule, int(self.max_iter))  # raises if invalid
             if self.learning_rate != "constant":
                 raise InvalidParameterError(
                     f"learning_rate_schedule={schedule!r} with learning_rate="
