@@ -240,15 +240,6 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
                 raise ValueError("sample_weight_val must have a positive sum.")
         return X_val, y_val, sample_weight_val, self._encode_validation_targets(y_val)
 
-    def _encode_validation_targets(self, y):
-        """Regression targets of the validation data, as the network trains on them."""
-        Y = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float64, copy=False)
-        if Y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y_val has {Y.shape[1]} output(s); y has {self.n_outputs_}.")
-        if self._loss.__class__.__name__ == "PoissonDeviance" and (Y < 0).any():
-            raise ValueError("loss='poisson' requires y_val >= 0.")
-        return Y
-
     def _prepare_fit(self, X, y, sample_weight=None, incremental=False, validation_data=None,
                      task=None):
         """Everything a fit does before its epochs: validation, targets, the network and its

@@ -27,7 +27,7 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 
-from . import _threads
+from . import _threads, callbacks
 
 # Phase 1 records here (a list) while it runs; phase 3 looks members up here (a dict).
 _CAPTURE = None
@@ -93,7 +93,7 @@ def fusable(est, X):
         return False
     # Training controls that act per member each epoch run in ordinary fits.
     if (est.scoring is not None or est.learning_rate_schedule is not None
-            or "_skl_callbacks" in est.__dict__ or "_parent_callback_ctx" in est.__dict__):
+            or callbacks.watched(est)):
         return False
     try:
         from ._base import hidden_layers

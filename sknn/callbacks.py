@@ -22,6 +22,7 @@ Callbacks cost nothing when none is set.
 
 import copy
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -49,11 +50,10 @@ def managed(method):
 
 
 def _record(history):
-    """An epoch record's fitted attributes, as copies."""
-    names = ("n_iter_", "t_", "loss_", "loss_curve_", "learning_rate_curve_",
-             "validation_scores_", "validation_loss_curve_", "best_validation_score_",
-             "best_loss_")
-    return {k: copy.copy(getattr(history, k)) for k in names}
+    """An epoch record's fitted attributes (the public fields of sknn._engine.History), as
+    copies."""
+    return {f.name: copy.copy(getattr(history, f.name)) for f in dataclasses.fields(history)
+            if not f.name.startswith("_")}
 
 
 class _FitTask:
@@ -115,12 +115,17 @@ class _FitTask:
                                       metadata=self.metadata, reconstruction_attributes={})
 
 
+def watched(est):
+    """Whether a callback can see ``est``'s fits: callbacks set on it, or a meta-estimator's
+    callback context to join."""
+    return AVAILABLE and ("_skl_callbacks" in est.__dict__
+                          or "_parent_callback_ctx" in est.__dict__)
+
+
 @contextmanager
 def fit_task(est):
-    """The callback task of one fit of ``est``, or None when no callback can see it (none
-    set, and no meta-estimator's context to join)."""
-    if not AVAILABLE or not ("_skl_callbacks" in est.__dict__
-                             or "_parent_callback_ctx" in est.__dict__):
+    """The callback task of one fit of ``est``, or None when no callback can see it."""
+    if not watched(est):
         yield None
         return
     task = _FitTask(est)

@@ -387,17 +387,29 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
         super()._check_params()
         check_param(self, "loss", options={"squared_error", "poisson"})
 
-    def _encode_targets(self, y, first_pass, incremental):
+    def _outputs(self, y, name="y"):
+        """Targets as a 2-D float array, checked for the loss."""
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         if Y.dtype.kind != "f":  # bool or int targets: regression runs on floats
             Y = Y.astype(np.float64)
+        if self.loss == "poisson" and (Y < 0).any():
+            raise ValueError(f"loss='poisson' requires {name} >= 0.")
+        return Y
+
+    def _encode_targets(self, y, first_pass, incremental):
+        Y = self._outputs(y)
         if self.loss == "poisson":
-            if (Y < 0).any():
-                raise ValueError("loss='poisson' requires y >= 0.")
             self.out_activation_ = "exp"
             return Y, PoissonDeviance(), Y.shape[1]
         self.out_activation_ = "identity"
         return Y, SquaredError(Y.shape[1]), Y.shape[1]
+
+    def _encode_validation_targets(self, y):
+        """Targets of the validation data, as the network trains on them."""
+        Y = self._outputs(y, "y_val")
+        if Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y_val has {Y.shape[1]} output(s); y has {self.n_outputs_}.")
+        return Y
 
     def predict(self, X):
         """Predict using the trained network.
