@@ -32,7 +32,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from . import _predict
-from ._data import to_tensor
 from ._optim import make_optimizer, make_stacked_optimizer
 from .nn import StackedMLP, Workspace
 
@@ -418,8 +417,10 @@ def train(members, *, incremental=False):
     non-finite without early stopping, or whose final weights are not finite, gets the error in
     ``error`` (one member alone: it is raised).
     """
-    stack = SingleStack(members[0], incremental) if len(members) == 1 else FusedStack(members)
     single = len(members) == 1
+    if not single:  # in order of size: the members whose batches have one length are adjacent
+        members = sorted(members, key=lambda m: m.data.n_samples)
+    stack = SingleStack(members[0], incremental) if single else FusedStack(members)
     live = [m for m in members if incremental or m.history.n_iter_ < m.settings.max_iter]
     # Stacks hold no verbose member (see sknn._fused.fusable): only an ordinary fit shows one.
     progress = Progress(members[0].settings,
@@ -626,11 +627,14 @@ class FusedStack:
     """M plain MLPs of one shape trained as one :class:`~sknn.nn.StackedMLP`: every step is
     one batched product per layer for all members, and one update of all of them.
 
-    Member m's rows (its own data, in its own shuffled order) are padded to the longest
-    member's with rows that weigh zero; a member with fewer batches in an epoch, or a batch
-    whose samples weigh nothing, sits that step out untouched. Validation sets are scored with
-    the members' weights in float64 (an ordinary fit scores its own in its training precision,
-    as it predicts).
+    Each member trains on its own rows in its own shuffled order and ends with the model its
+    own fit gives, bit for bit (on the BLAS route of products, see :func:`~sknn.nn.linear_route`):
+    every step runs its fit's operations, batched (:meth:`StackedMLP.backprop`,
+    :class:`~sknn._optim.StackedAdam`), and its epoch losses and validation scores are
+    computed as its fit computes them. Members whose last batches differ in length take that
+    step in one pass per length, never with padding rows (which change a product's bits). A
+    member with fewer batches in an epoch, or a batch whose samples weigh nothing, sits that
+    step out untouched.
     """
 
     def __init__(self, members):
@@ -648,7 +652,7 @@ class FusedStack:
 
     def _stack_data(self, members):
         """Every member's rows padded to a common length, with one zero row (index n_max) that
-        padding points to."""
+        the steps a member sits out point to."""
         M = len(members)
         n_max = max(m.data.n_samples for m in members)
         first = members[0].data
@@ -663,15 +667,7 @@ class FusedStack:
             self.Y[row, :n] = Y
             self.W[row, :n] = 1.0 if W is None else W
         self.n_max = n_max
-        validating = [m for m in members if m.validation is not None]
-        self.Xv = None
-        if validating:
-            nv = max(len(m.validation.X) for m in validating)
-            self.Xv = torch.zeros(M, nv, d, dtype=torch.float64, device=self.device)
-            for row, m in enumerate(members):
-                if m.validation is not None:
-                    self.Xv[row, :len(m.validation.X)] = to_tensor(m.validation.X, self.device,
-                                                                   torch.float64)
+        self.weighted = any(m.data.sample_weight is not None for m in members)
 
     def run_epoch(self):
         live, bs = self.live, self.batch_size
@@ -696,41 +692,89 @@ class FusedStack:
             self.device)
         X, Y, W = (t.view(M * (n_max + 1), -1).index_select(0, idx).view(K, M, bs, -1)
                    for t in (self.X, self.Y, self.W))
-        W = W.squeeze(3)
+        W = W.squeeze(3) if self.weighted else None
         alpha = np.array([m.settings.alpha for m in live])
         active = sums > 0
-        scale = np.where(active, 1.0 / np.where(active, sums, 1.0), 0.0)
-        values, norms = [], []
-        params = self.net.params
+        safe = np.where(active, sums, 1.0)
+        # As an ordinary fit: the loss scaled by 1 / batch weight, and the L2 term's decay
+        # alpha / batch weight (divided, not multiplied by the scale: the same bits).
+        scale, decay = np.where(active, 1.0 / safe, 0.0), np.where(active, alpha[:, None] / safe, 0.0)
+        values, norms, steps = [], [], []
+        net, params = self.net, self.net.params
         for k in range(K):
-            if not active[:, k].any():
+            on = active[:, k]
+            if not on.any():
                 continue
             scale_k = torch.as_tensor(scale[:, k], dtype=self.dtype, device=self.device)
-            value, grads = self.net.backprop(X[k], Y[k], W[k], self.loss, scale_k)
             if alpha.any():
-                norms.append(self.net.penalty())
-            self.optimizer.step(params, grads, alpha * scale[:, k],
-                                None if active[:, k].all() else active[:, k])
+                norms.append(net.norms())
+            sizes = np.unique(lengths[on, k]).astype(int)
+            if len(sizes) == 1:
+                b = sizes[0]  # each member's batch, without padding rows: its own fit's bits
+                value, grads = net.backprop(X[k][:, :b], Y[k][:, :b],
+                                            None if W is None else W[k][:, :b], self.loss, scale_k)
+            else:  # the members' last batches differ in length: one pass per length, over
+                # the rows that have it (adjacent: members are in order of size, see train)
+                value = scale_k.new_zeros(M)
+                for b in sizes:
+                    found = np.flatnonzero(on & (lengths[:, k] == b))
+                    rows = slice(int(found[0]), int(found[-1]) + 1)
+                    value[rows], grads = net.backprop(
+                        X[k][rows, :b], Y[k][rows, :b], None if W is None else W[k][rows, :b],
+                        self.loss, scale_k[rows], rows)
+            self.optimizer.step(params, grads, decay[:, k], None if on.all() else on)
             values.append(value)
+            steps.append(k)
         del X, Y, W
-        # One read of the device per epoch: every member's loss, as scikit-learn reports it.
-        steps = [k for k in range(K) if active[:, k].any()]
-        batch_loss = torch.stack(values).double().cpu().numpy().T * self.loss.report_scale
-        if alpha.any():
-            penalty = torch.stack(norms).double().cpu().numpy().T
-            batch_loss = batch_loss + 0.5 * alpha[:, None] * penalty * scale[:, steps]
-        used = active[:, steps]
-        counted = lengths[:, steps] * used
-        return list((batch_loss * counted).sum(1) / counted.sum(1))
+        return self._epoch_losses(live, values, norms, steps, active, sums, lengths)
+
+    def _epoch_losses(self, live, values, norms, steps, active, sums, lengths):
+        """Each member's epoch loss, as scikit-learn reports it: computed from its batches'
+        values as :meth:`SingleStack.run_epoch` computes an ordinary fit's, operation for
+        operation, so that the stopping rule sees the same numbers."""
+        values = torch.stack(values)  # (steps, members)
+        norms = torch.stack(norms) if norms else None  # (steps, members, layers)
+        alphas = [m.settings.alpha for m in live]
+        if active[:, steps].all() and (all(alphas) or not any(alphas)):
+            # Every member used every step: the same operations for all members at once, a
+            # member's along its own row (each reduction over the last, contiguous axis).
+            batch_loss = values.t().contiguous() * self.loss.report_scale
+            if alphas[0]:
+                half_alpha = torch.as_tensor([0.5 * a for a in alphas], dtype=self.dtype,
+                                             device=self.device).view(-1, 1)
+                batch_loss = batch_loss + (
+                    norms.transpose(0, 1).contiguous().square().sum(2) * half_alpha
+                    / torch.as_tensor(sums[:, steps], dtype=self.dtype, device=self.device))
+            counted = torch.as_tensor(lengths[:, steps], dtype=self.dtype, device=self.device)
+            totals = (batch_loss * counted).sum(1).tolist()
+            return [t / int(n) for t, n in zip(totals, lengths[:, steps].sum(1))]
+        losses = []
+        for row, m in enumerate(live):
+            used = [i for i, k in enumerate(steps) if active[row, k]]
+            ks = [steps[i] for i in used]
+            index = torch.as_tensor(used, device=self.device)
+            batch_loss = values[:, row].index_select(0, index) * self.loss.report_scale
+            alpha = m.settings.alpha
+            if alpha:
+                s_used = torch.as_tensor(sums[row, ks], dtype=self.dtype, device=self.device)
+                member_norms = norms[:, row].index_select(0, index)
+                batch_loss = batch_loss + 0.5 * alpha * member_norms.square().sum(1) / s_used
+            counted = torch.as_tensor(lengths[row, ks], dtype=self.dtype, device=self.device)
+            losses.append(float((batch_loss * counted).sum()) / int(lengths[row, ks].sum()))
+        return losses
 
     def validation_scores(self):
-        if self.Xv is None:
-            return [(None, None)] * len(self.live)
-        with torch.no_grad():
-            z = self.net.forward(self.Xv, self.net.params.double()).cpu()
-        return [(None, None) if m.validation is None else
-                m.validation.evaluate_output(z[row, :len(m.validation.X)])
-                for row, m in enumerate(self.live)]
+        """Each member scored as its own fit scores itself: its module, as it predicts."""
+        scores = []
+        for row, m in enumerate(self.live):
+            if m.validation is None:
+                scores.append((None, None))
+                continue
+            self.net.write_to(m.module, self.net.params[row])
+            m.module.eval()
+            scores.append(m.validation.evaluate(m.module))
+            m.module.train()
+        return scores
 
     def learning_rate(self, row):
         opt = self.optimizer
@@ -766,8 +810,6 @@ class FusedStack:
         self.net.take(index)
         self.optimizer.take(index)
         self.X, self.Y, self.W = (t.index_select(0, index) for t in (self.X, self.Y, self.W))
-        if self.Xv is not None:
-            self.Xv = self.Xv.index_select(0, index)
         self.live = [live[r] for r in rows]
         return self.live
 

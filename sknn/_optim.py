@@ -193,18 +193,6 @@ def make_optimizer(params, est):
 # --- stacks: one optimizer for M members of one shape --------------------------------------------
 
 
-def _column(values, like):
-    """Per-member numbers as an ``(M, 1)`` tensor that broadcasts over ``(M, P)`` parameters."""
-    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=like.dtype,
-                           device=like.device).view(-1, 1)
-
-
-def _add_decay(params, grads, decay, penalised):
-    """``grads[m] += decay[m] * W[m]`` for each member's weights (the ``penalised`` columns)."""
-    if decay.any():
-        grads[:, penalised].addcmul_(params[:, penalised], _column(decay, params))
-
-
 class StackedAdam:
     """scikit-learn's Adam (see :class:`Adam`) for a stack: member m is row m of the ``(M, P)``
     parameters and has its own learning rate, betas, epsilon and step count. Members that share
@@ -229,23 +217,30 @@ class StackedAdam:
 
     def step(self, params, grads, decay, active=None):
         """One update of the members where ``active`` (a bool array; None: all); ``decay`` (M,)
-        adds ``decay[m] * W`` to the gradient of member m's weights."""
+        adds ``decay[m] * W`` to the gradient of member m's weights. Each member's update is
+        :meth:`Adam.step`'s, bit for bit: the same step size computed the same way, and torch's
+        fused kernel over its own weights (with the decay) and biases."""
         rows = np.arange(len(self.t)) if active is None else np.flatnonzero(active)
         self.t[rows] += 1
-        t = self.t[rows]
-        lr_t = (self.learning_rate_init[rows] * np.sqrt(1 - self.beta_2[rows] ** t)
-                / (1 - self.beta_1[rows] ** t))
-        _add_decay(params, grads, decay, self.penalised)  # for every member at once
         groups = {}
-        for r, lr in zip(rows.tolist(), lr_t.tolist()):
-            groups.setdefault((lr, self.beta_1[r], self.beta_2[r], self.epsilon[r]), []).append(r)
+        for r in rows.tolist():
+            t, b1, b2 = int(self.t[r]), float(self.beta_1[r]), float(self.beta_2[r])
+            lr_t = float(self.learning_rate_init[r]) * math.sqrt(1 - b2**t) / (1 - b1**t)
+            key = (lr_t, b1, b2, float(self.epsilon[r]), float(decay[r]))
+            groups.setdefault(key, []).append(r)
         pv, gv, mv, vv = self._views
-        for (lr, b1, b2, eps), members in groups.items():
-            p = [x for r in members for x in pv[r]]
-            torch._fused_adam_(
-                p, [x for r in members for x in gv[r]], [x for r in members for x in mv[r]],
-                [x for r in members for x in vv[r]], [], self._steps[:len(p)], lr=lr,
-                beta1=b1, beta2=b2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+        n_weights = len(self.net.shapes)
+        for (lr, b1, b2, eps, weight_decay), members in groups.items():
+            parts = (((slice(0, n_weights), weight_decay), (slice(n_weights, None), 0.0))
+                     if weight_decay else ((slice(None), 0.0),))
+            for part, wd in parts:
+                p = [x for r in members for x in pv[r][part]]
+                torch._fused_adam_(
+                    p, [x for r in members for x in gv[r][part]],
+                    [x for r in members for x in mv[r][part]],
+                    [x for r in members for x in vv[r][part]], [], self._steps[:len(p)], lr=lr,
+                    beta1=b1, beta2=b2, weight_decay=wd, eps=eps, amsgrad=False,
+                    maximize=False)
 
     def iteration_ends(self, row, time_step):
         pass
@@ -284,33 +279,46 @@ class StackedSGD:
         self.nesterov = np.array([s.nesterovs_momentum for s in settings], bool)
         self.power_t = np.array([s.power_t for s in settings], float)
         self.velocities = torch.zeros_like(params)
+        self.net = None
+
+    def bind(self, net):
+        """Per-member views of the stack's parameters, gradients and velocities."""
+        self.net = net
+        self._views = [net.member_views(t) for t in (net.params, net.grads, self.velocities)]
 
     def step(self, params, grads, decay, active=None):
-        if active is not None:
-            rows = torch.from_numpy(np.flatnonzero(active)).to(params.device)
-            sub, v = params.index_select(0, rows), self.velocities.index_select(0, rows)
-            self._update(sub, grads.index_select(0, rows), v, decay[active], active)
-            params.index_copy_(0, rows, sub)
-            self.velocities.index_copy_(0, rows, v)
-            return
-        self._update(params, grads, self.velocities, decay, slice(None))
-
-    def _update(self, params, grads, v, decay, rows):
-        _add_decay(params, grads, decay, self.penalised)
-        lr, mom = _column(self.learning_rate[rows], params), _column(self.momentum[rows], params)
-        v.mul_(mom).sub_(lr * grads)
-        nesterov = self.nesterov[rows]
-        if nesterov.all():
-            params.add_(mom * v - lr * grads)
-        elif not nesterov.any():
-            params.add_(v)
-        else:
-            params.add_(torch.where(_column(nesterov, params).bool(), mom * v - lr * grads, v))
+        """One update of the members where ``active`` (a bool array; None: all); ``decay`` (M,)
+        adds ``decay[m] * W`` to the gradient of member m's weights. Each member's update is
+        :meth:`SGD.step`'s, bit for bit: the same operations over its own tensors, one call
+        for the members that share their settings."""
+        rows = range(len(self.momentum)) if active is None else np.flatnonzero(active).tolist()
+        groups = {}
+        for r in rows:
+            key = (float(decay[r]), float(self.momentum[r]), float(self.learning_rate[r]),
+                   bool(self.nesterov[r]))
+            groups.setdefault(key, []).append(r)
+        pv, gv, vv = self._views
+        n_weights = len(self.net.shapes)
+        for (weight_decay, momentum, lr, nesterov), members in groups.items():
+            p = [x for r in members for x in pv[r]]
+            g = [x for r in members for x in gv[r]]
+            v = [x for r in members for x in vv[r]]
+            if weight_decay:
+                torch._foreach_add_([x for r in members for x in gv[r][:n_weights]],
+                                    [x for r in members for x in pv[r][:n_weights]],
+                                    alpha=weight_decay)
+            torch._foreach_mul_(v, momentum)
+            torch._foreach_add_(v, g, alpha=-lr)
+            if nesterov:
+                torch._foreach_add_(p, v, alpha=momentum)
+                torch._foreach_add_(p, g, alpha=-lr)
+            else:
+                torch._foreach_add_(p, v)
 
     def iteration_ends(self, row, time_step):
         if self.lr_schedule[row] == "invscaling":
             self.learning_rate[row] = (float(self.learning_rate_init[row])
-                                       / (time_step + 1) ** self.power_t[row])
+                                       / (time_step + 1) ** float(self.power_t[row]))
 
     def trigger_stopping(self, row, msg, verbose):
         one = SGD.__new__(SGD)
@@ -325,6 +333,7 @@ class StackedSGD:
             setattr(self, name, getattr(self, name)[idx])
         self.lr_schedule = [self.lr_schedule[i] for i in idx]
         self.velocities = self.velocities.index_select(0, rows)
+        self.bind(self.net)
 
     def member(self, row, module_params):
         opt = SGD(module_params, self.learning_rate_init[row], self.lr_schedule[row],
@@ -338,7 +347,5 @@ def make_stacked_optimizer(net, settings):
     """The optimizer of a :class:`~sknn.nn.StackedMLP` whose members share a solver
     (``settings[m].solver``)."""
     opt = (StackedAdam if settings[0].solver == "adam" else StackedSGD)(net.params, settings)
-    opt.penalised = net.penalised
-    if hasattr(opt, "bind"):
-        opt.bind(net)
+    opt.bind(net)
     return opt

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .nn import (_INPLACE_ACTIVATIONS, MLP, ConvNet, SigmoidCrossEntropy, SoftmaxCrossEntropy,
-                 _Activation, batch_norm)
+                 _Activation, batch_norm, sigmoid_)
 
 CHUNK_ROWS = 16
 MIN_CHUNKS = 2
@@ -54,13 +54,8 @@ BLOCK_IMAGES = 1024  # at most; fewer where the feature maps of one image are la
 BLOCK_BYTES = 2**25  # for the largest feature maps of a block of images
 
 
-def sigmoid_(x):
-    """The logistic function in place, ``1 / (1 + exp(-x))``, batch-invariant (see above)."""
-    return x.neg_().exp_().add_(1).reciprocal_()
-
-
-# Each activation in place, batch-invariant: the training ones, but the logistic function.
-_ACTIVATIONS_ = {**_INPLACE_ACTIVATIONS, "logistic": sigmoid_}
+# Each activation in place, batch-invariant: the training ones.
+_ACTIVATIONS_ = _INPLACE_ACTIVATIONS
 
 
 def activation_(name):

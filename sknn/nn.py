@@ -22,9 +22,17 @@ ACTIVATIONS = {
 }
 
 
+def sigmoid_(x):
+    """The logistic function in place, ``1 / (1 + exp(-x))``. torch's own kernel computes the
+    last elements of a tensor by other code than the rest, which differs in the last bit for a
+    few percent of float32 values: a value's bits would depend on its place in the tensor (a
+    member of a stack would not get its own fit's, nor a row its prediction in another batch)."""
+    return x.neg_().exp_().add_(1).reciprocal_()
+
+
 _INPLACE_ACTIVATIONS = {
     "identity": lambda x: x,
-    "logistic": torch.sigmoid_,
+    "logistic": sigmoid_,
     "tanh": torch.tanh_,
     "relu": lambda x: x.clamp_min_(0),
 }
@@ -383,18 +391,35 @@ class _Activation(nn.Module):
 
 def _weighted_sum(per_sample, w):
     """Sum over samples, weighted by ``w``: a scalar, or one sum per member for a stack's
-    ``(members, samples)`` values."""
-    if w is None:
-        return per_sample.sum()
-    return torch.dot(per_sample, w) if w.ndim == 1 else (per_sample * w).sum(-1)
+    ``(members, samples)`` values. One reduction over the last axis either way, so that a
+    member of a stack gets the very bits its own fit gets."""
+    return (per_sample if w is None else per_sample * w).sum(-1)
 
 
 def _weighted_delta(delta, w, dim):
     return delta if w is None else delta.mul_(w.unsqueeze(dim))
 
 
-# Every loss takes ``dim``, the axis of ``z`` and ``y`` that holds the outputs: 1 for the usual
-# (samples, outputs) layout, 0 for the output-major layout ``StackedMLP.backprop`` uses.
+# Every loss takes ``z`` and ``y`` laid out (samples, outputs), or (members, samples, outputs)
+# for a stack; ``dim`` is the axis of the outputs.
+
+# The fewest classes for which torch's CPU log-softmax runs along rows (the classes axis
+# contiguous) rather than along columns, by CPU kind and dtype. Along rows, its kernel is slow
+# for rows shorter than a vector register: with AVX-512, 28 vs 6 us for 200 rows of 10 float32
+# classes (269 vs 33 for 2,000 rows); with AVX2 kernels, 4 vs 6 (32 vs 36). Measured with
+# torch 2.14 on both kinds (AVX2 emulated) for 2 to 100 classes, 200 and 2,000 rows. A fixed
+# function of the machine: the same random_state gives the same model on it.
+_ROW_SOFTMAX_MIN_CLASSES = {("AVX512", torch.float32): 16, ("AVX512", torch.float64): 64,
+                            ("AVX2", torch.float32): 8, ("AVX2", torch.float64): 32}
+
+
+def log_softmax(z):
+    """``torch.log_softmax`` over the last axis of ``z``, contiguous; run along columns on a CPU
+    where :data:`_ROW_SOFTMAX_MIN_CLASSES` says that is faster for this many classes."""
+    if (z.device.type == "cpu" and z.shape[-1] < _ROW_SOFTMAX_MIN_CLASSES.get(
+            (torch.backends.cpu.get_cpu_capability(), z.dtype), 0)):
+        return torch.log_softmax(z.transpose(-1, -2), -2).transpose(-1, -2).contiguous()
+    return torch.log_softmax(z, -1)
 
 
 class SoftmaxCrossEntropy:
@@ -402,19 +427,16 @@ class SoftmaxCrossEntropy:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=1):
-        return _weighted_sum(-(torch.log_softmax(z, dim=dim) * y).sum(dim=dim), w)
+    def __call__(self, z, y, w=None, dim=-1):
+        return -_weighted_sum((log_softmax(z) * y).sum(dim=dim), w)
 
-    def value_and_delta(self, z, y, w=None, dim=1):
-        logp = torch.log_softmax(z, dim=dim)
-        if w is None:
-            value = -torch.vdot(logp.reshape(-1), y.reshape(-1))
-        else:
-            value = -_weighted_sum((logp * y).sum(dim=dim), w)
+    def value_and_delta(self, z, y, w=None, dim=-1):
+        logp = log_softmax(z)
+        value = -_weighted_sum((logp * y).sum(dim=dim), w)
         return value, _weighted_delta(logp.exp_().sub_(y), w, dim)
 
     @staticmethod
-    def link(z, dim=1):
+    def link(z, dim=-1):
         return torch.softmax(z, dim=dim)
 
 
@@ -423,15 +445,17 @@ class SigmoidCrossEntropy:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=1):
-        per = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(dim=dim)
-        return _weighted_sum(per, w)
+    def __call__(self, z, y, w=None, dim=-1):
+        # max(z, 0) - z y + log(1 + exp(-|z|)): torch's binary_cross_entropy_with_logits, from
+        # operations whose bits do not depend on a value's place in the tensor (see sigmoid_)
+        per = z.clamp_min(0) - z * y + torch.log1p(torch.exp(-z.abs()))
+        return _weighted_sum(per.sum(dim=dim), w)
 
-    def value_and_delta(self, z, y, w=None, dim=1):
-        return self(z, y, w, dim), _weighted_delta(torch.sigmoid(z).sub_(y), w, dim)
+    def value_and_delta(self, z, y, w=None, dim=-1):
+        return self(z, y, w, dim), _weighted_delta(sigmoid_(z.clone()).sub_(y), w, dim)
 
     @staticmethod
-    def link(z, dim=1):
+    def link(z, dim=-1):
         return torch.sigmoid(z)
 
 
@@ -442,16 +466,16 @@ class SquaredError:
     def __init__(self, n_outputs):
         self.report_scale = 1.0 / n_outputs
 
-    def __call__(self, z, y, w=None, dim=1):
+    def __call__(self, z, y, w=None, dim=-1):
         return _weighted_sum(0.5 * (z - y).square().sum(dim=dim), w)
 
-    def value_and_delta(self, z, y, w=None, dim=1):
+    def value_and_delta(self, z, y, w=None, dim=-1):
         delta = z - y
         value = _weighted_sum(0.5 * delta.square().sum(dim=dim), w)
         return value, _weighted_delta(delta, w, dim)
 
     @staticmethod
-    def link(z, dim=1):
+    def link(z, dim=-1):
         return z
 
 
@@ -460,22 +484,45 @@ class PoissonDeviance:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=1):
+    def __call__(self, z, y, w=None, dim=-1):
         return _weighted_sum((torch.xlogy(y, y) - y * z - y + torch.exp(z)).sum(dim=dim), w)
 
-    def value_and_delta(self, z, y, w=None, dim=1):
+    def value_and_delta(self, z, y, w=None, dim=-1):
         return self(z, y, w, dim), _weighted_delta(torch.exp(z).sub_(y), w, dim)
 
     @staticmethod
-    def link(z, dim=1):
+    def link(z, dim=-1):
         return torch.exp(z)
+
+
+# The smallest size of every dimension of a product for which ``torch.bmm`` gives each member
+# the bits ``torch.mm`` gives it alone. Below it (a dimension of 1, where mm runs a
+# matrix-vector product; a few rows, units or outputs) the two run other kernels: measured
+# over all products with dimensions from 1 to 200, with AVX-512 and AVX2 kernels, 1 and 2
+# threads, every product whose dimensions were all 9 or more was equal bit for bit.
+BATCHED_MIN_SIZE = 9
+
+
+def member_products(a, b, bias=None):
+    """Per member m, ``a[m] @ b[m]`` (``+ bias[m]``) with the bits of ``torch.mm`` /
+    ``torch.addmm`` on member m alone: one batched product where that holds, else one product
+    per member."""
+    if min(a.shape[1], a.shape[2], b.shape[2]) >= BATCHED_MIN_SIZE:
+        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
+    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+    for m in range(a.shape[0]):
+        if bias is None:
+            torch.mm(a[m], b[m], out=out[m])
+        else:
+            torch.addmm(bias[m], a[m], b[m], out=out[m])
+    return out
 
 
 class StackedMLP:
     """M plain MLPs of one shape (no batch norm, no dropout), trained side by side: member m's
     weights and biases are row m of one ``(M, P)`` parameter tensor, so that each layer is one
-    batched product (``baddbmm`` / ``bmm``) for all members, and an optimizer updates every
-    member with a few elementwise operations over that tensor.
+    batched product (``baddbmm`` / ``bmm``) for all members; an optimizer updates each member
+    through views of its row.
 
     ``weights[i]`` is a ``(M, fan_in, fan_out)`` view of the parameters, ``biases[i]`` a
     ``(M, fan_out)`` one. Not an ``nn.Module``: it is built from and written back to
@@ -486,9 +533,6 @@ class StackedMLP:
         first = modules[0]
         self.activation = first.activation
         self.shapes = [tuple(w.shape) for w in first.weights]
-        # Rows are laid out weights first: the entries the L2 penalty applies to (parameters
-        # with two or more dimensions) are a prefix of each row.
-        self.penalised = slice(0, sum(fi * fo for fi, fo in self.shapes))
         self.n_members = len(modules)
         # Parameter order: as MLP.parameters() (weights, then biases), so that a member's row
         # lines up with its module's flattened parameters.
@@ -529,54 +573,54 @@ class StackedMLP:
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(row_params.clone(), list(module.parameters()))
 
-    def penalty(self):
-        """Per member: the sum of squared weights (the L2 term's norm), shape (M,)."""
-        return sum(torch.linalg.vector_norm(w, dim=(1, 2)).square() for w in self.weights)
-
-    def forward(self, x, params=None):
-        """Raw outputs ``(M, n, outputs)`` for inputs ``x`` of shape ``(M, n, features)``;
-        ``params`` (another dtype's copy of the parameters, say) replaces the own ones."""
-        weights, biases = self.weights, self.biases
-        if params is not None:
-            weights, biases = self.layers(params)
-        act = ACTIVATIONS[self.activation]
-        for i, (W, b) in enumerate(zip(weights, biases)):
-            x = torch.baddbmm(b.unsqueeze(1), x, W)
-            if i < len(weights) - 1:
-                x = act(x)
-        return x
+    def norms(self):
+        """Per member, the norm of each weight matrix, shape (M, layers): as an ordinary fit
+        computes its own (``torch._foreach_norm``), bit for bit."""
+        return torch.stack([torch.linalg.vector_norm(w, dim=(1, 2)) for w in self.weights], 1)
 
     @torch.no_grad()
-    def backprop(self, x, y, w, loss, scale):
+    def backprop(self, x, y, w, loss, scale, rows=None):
         """Per member: ``scale * loss`` on its batch (shape (M,)), and the gradients of it as
-        one ``(M, P)`` tensor laid out as ``params``. ``w`` (M, n) weighs each row: padding rows
-        and idle members weigh zero; ``scale`` (M,) is each member's 1 / batch weight."""
+        one ``(M, P)`` tensor laid out as ``params``. ``w`` (M, n) weighs each row (None: all
+        weigh one); ``scale`` (M,) is each member's 1 / batch weight. With ``rows`` (a slice),
+        only those members, whose batches ``x``, ``y``, ``w``, ``scale`` are: their gradients
+        are written into those rows of the ``(M, P)`` gradients, which are returned.
+
+        Each member's operations are those of :meth:`MLP.backprop` on its own batch, batched:
+        the same products in the same layouts (``bmm`` runs each member's product as ``mm``
+        runs it), the same elementwise operations and reductions, so that a member's loss and
+        gradients are bit for bit those of its own fit.
+        """
+        weights, biases, out = self.weights, self.biases, self.grads
+        if rows is not None:
+            weights, biases = [W[rows] for W in weights], [b[rows] for b in biases]
+            out = out[rows]
         relu = self.activation == "relu"
         act = _INPLACE_ACTIVATIONS[self.activation]
         outputs = [x]
-        n = len(self.weights)
-        for W, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = torch.baddbmm(b.unsqueeze(1), outputs[-1], W)
+        n = len(weights)
+        for W, b in zip(weights[:-1], biases[:-1]):
+            h = member_products(outputs[-1], W, b)
             outputs.append(h.clamp_min_(0) if relu else act(h))
-        # The output layer runs output-major, z.T = W.T @ h.T: with few
-        # outputs its products and the loss are several times faster in this layout.
-        h, w_out = outputs[-1], self.weights[-1].transpose(1, 2).contiguous()
-        z = torch.baddbmm(self.biases[-1].unsqueeze(2), w_out, h.transpose(1, 2))
-        value, delta = loss.value_and_delta(z, y.transpose(1, 2), w, dim=1)
+        h = outputs[-1]
+        value, delta = loss.value_and_delta(
+            member_products(h, weights[-1], biases[-1]), y, w)
         delta.mul_(scale.view(-1, 1, 1))
         grad_w, grad_b = [None] * n, [None] * n
-        # (outputs, units) = delta @ h, both operands read in their own order: the transposed
-        # product h.T @ delta.T ran 3.5x slower on activations out of the cache
-        grad_w[-1] = torch.bmm(delta, h).transpose(1, 2)
-        grad_b[-1] = delta.sum(dim=2)
+        # h.T @ delta, batched as (delta.T @ h).T: the same bits as mm(h.t(), delta), and 1.5x
+        # faster for a few outputs (20 members, 200 rows, 256 units, 10 outputs: 278 vs 423 us)
+        if min(delta.shape[1:]) >= BATCHED_MIN_SIZE and h.shape[2] >= BATCHED_MIN_SIZE:
+            grad_w[-1] = torch.bmm(delta.transpose(1, 2), h).transpose(1, 2)
+        else:
+            grad_w[-1] = member_products(h.transpose(1, 2), delta)
+        grad_b[-1] = delta.sum(1)
         if n > 1:
-            delta = torch.bmm(delta.transpose(1, 2), w_out)  # back to (members, rows, units)
+            delta = member_products(delta, weights[-1].transpose(1, 2))
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
-            grad_w[i] = torch.bmm(outputs[i].transpose(1, 2), delta)
-            grad_b[i] = delta.sum(dim=1)
+            grad_w[i] = member_products(outputs[i].transpose(1, 2), delta)
+            grad_b[i] = delta.sum(1)
             if i:
-                delta = torch.bmm(delta, self.weights[i].transpose(1, 2))
-        M = self.params.shape[0]
-        torch.cat([g.reshape(M, -1) for g in grad_w + grad_b], dim=1, out=self.grads)
-        return value * scale, self.grads
+                delta = member_products(delta, weights[i].transpose(1, 2))
+        torch.cat([g.reshape(out.shape[0], -1) for g in grad_w + grad_b], dim=1, out=out)
+        return value * scale, out

@@ -13,6 +13,7 @@ from sklearn.metrics import make_scorer, recall_score
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor, _engine
 from sknn.model_selection import GridSearchCV, RandomizedSearchCV
@@ -112,6 +113,67 @@ def test_members_are_the_models_their_own_fits_give(digits):
         got.partial_fit(X, y)
         ref.partial_fit(X, y)
         np.testing.assert_allclose(got.coefs_[0], ref.coefs_[0], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "multilabel", "regressor"])
+def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
+    """In float32 too, each member of a stack ends with exactly its own fit's model: the same
+    loss curve, validation scores, weights and solver state, bit for bit, with members of
+    different sizes (last batches of other lengths) and sample weights in one stack. On one
+    thread: with AVX2 kernels on two, MKL shares one product's work between the threads
+    otherwise than a batch's (sknn.nn.member_products), and the last bits may differ."""
+    from sklearn.base import clone
+    from sknn import _fused
+    X, y = digits
+    X = X.astype(np.float32)
+    if kind == "multilabel":
+        y = np.stack([y % 2, y > 4, y == 3], axis=1).astype(int)
+    est = (MLPRegressor if kind == "regressor" else MLPClassifier)(
+        hidden_layer_sizes=(12, 8), max_iter=10, batch_size=64, n_iter_no_change=3)
+    y = y / 9.0 if kind == "regressor" else y
+    grid = [dict(learning_rate_init=lr, alpha=a, solver=solver, early_stopping=es,
+                 random_state=0)
+            for lr in (1e-3, 0.3) for a in (0.0, 1.0) for solver in ("adam", "sgd")
+            for es in (False, True)]
+    w = np.random.RandomState(0).rand(len(y)).astype(np.float32) + 0.5
+    entries = [(i, n, clone(est).set_params(**g), X[:n], y[:n], sw)
+               for i, (g, n, sw) in enumerate(
+                   (g, n, sw) for g in grid for n in (300, 287) for sw in (None, w[:n]))]
+    out, refs = {}, {}
+    with threadpool_limits(1):
+        for solver in ("adam", "sgd"):
+            for weighted in (False, True):
+                mine = [(i, e, Xn, yn, sw) for i, _, e, Xn, yn, sw in entries
+                        if e.solver == solver and (sw is not None) == weighted]
+                for key, fitted, error, _ in _fused._train_task(mine, fuse=True):
+                    assert error is None
+                    out[key] = fitted
+        for i, n, e, Xn, yn, sw in entries:
+            refs[i] = clone(e).fit(Xn, yn, sample_weight=sw)
+    for i, n, e, Xn, yn, sw in entries:
+        ref, got = refs[i], out[i]
+        assert got.loss_curve_ == ref.loss_curve_, (i, e.get_params())
+        assert got.validation_scores_ == ref.validation_scores_
+        for a, b in zip(got.coefs_ + got.intercepts_, ref.coefs_ + ref.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        if not e.early_stopping:  # the solver's state too: a partial_fit continues alike
+            with threadpool_limits(1):
+                got.partial_fit(Xn, yn)
+                ref.partial_fit(Xn, yn)
+            np.testing.assert_array_equal(got.coefs_[0], ref.coefs_[0])
+
+
+def test_float32_search_scores_equal_sklearns_search_exactly(digits):
+    """A float32 search with unstable learning rates, where any rounding difference grows into
+    another model: every split's score is scikit-learn's search's, exactly (on one thread, see
+    above)."""
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=12, random_state=0))
+    grid = {"mlpclassifier__hidden_layer_sizes": [(32,)],
+            "mlpclassifier__learning_rate_init": [1e-3, 0.1, 0.5]}
+    with threadpool_limits(1):
+        ours, ref = both("GridSearchCV", pipe, grid, X.astype(np.float32), y, cv=5)
+    assert_same_search(ours, ref, atol=0)
 
 
 def test_regressor_with_early_stopping_and_sample_weight(diabetes, stacks):
