@@ -701,22 +701,23 @@ class FusedStack:
         scale, decay = np.where(active, 1.0 / safe, 0.0), np.where(active, alpha[:, None] / safe, 0.0)
         values, norms, steps = [], [], []
         net, params = self.net, self.net.params
+        scales = torch.as_tensor(scale.T.copy(), dtype=self.dtype, device=self.device)
         for k in range(K):
             on = active[:, k]
             if not on.any():
                 continue
-            scale_k = torch.as_tensor(scale[:, k], dtype=self.dtype, device=self.device)
+            scale_k = scales[k]
             if alpha.any():
                 norms.append(net.norms())
-            sizes = np.unique(lengths[on, k]).astype(int)
-            if len(sizes) == 1:
-                b = sizes[0]  # each member's batch, without padding rows: its own fit's bits
+            sizes = lengths[on, k]
+            if sizes.min() == sizes.max():
+                b = int(sizes[0])  # each member's batch, without padding rows: its fit's bits
                 value, grads = net.backprop(X[k][:, :b], Y[k][:, :b],
                                             None if W is None else W[k][:, :b], self.loss, scale_k)
             else:  # the members' last batches differ in length: one pass per length, over
                 # the rows that have it (adjacent: members are in order of size, see train)
                 value = scale_k.new_zeros(M)
-                for b in sizes:
+                for b in np.unique(sizes).astype(int):
                     found = np.flatnonzero(on & (lengths[:, k] == b))
                     rows = slice(int(found[0]), int(found[-1]) + 1)
                     value[rows], grads = net.backprop(

@@ -389,11 +389,14 @@ class _Activation(nn.Module):
 # scikit-learn reports as ``loss_``.
 
 
-def _weighted_sum(per_sample, w):
-    """Sum over samples, weighted by ``w``: a scalar, or one sum per member for a stack's
-    ``(members, samples)`` values. One reduction over the last axis either way, so that a
-    member of a stack gets the very bits its own fit gets."""
-    return (per_sample if w is None else per_sample * w).sum(-1)
+def _total(values, w):
+    """The sum of elementwise loss ``values`` (samples, outputs) over outputs and samples,
+    weighted per sample by ``w``: a scalar, or one total per member of a stack's (members,
+    samples, outputs) values. The same reductions either way, so that a member of a stack gets
+    the very bits its own fit gets; without weights, one reduction over both axes."""
+    if w is None:
+        return values.sum((-2, -1))
+    return (values.sum(-1) * w).sum(-1)
 
 
 def _weighted_delta(delta, w, dim):
@@ -411,13 +414,13 @@ def _weighted_delta(delta, w, dim):
 # function of the machine: the same random_state gives the same model on it.
 _ROW_SOFTMAX_MIN_CLASSES = {("AVX512", torch.float32): 16, ("AVX512", torch.float64): 64,
                             ("AVX2", torch.float32): 8, ("AVX2", torch.float64): 32}
+_CPU = torch.backends.cpu.get_cpu_capability()
 
 
 def log_softmax(z):
     """``torch.log_softmax`` over the last axis of ``z``, contiguous; run along columns on a CPU
     where :data:`_ROW_SOFTMAX_MIN_CLASSES` says that is faster for this many classes."""
-    if (z.device.type == "cpu" and z.shape[-1] < _ROW_SOFTMAX_MIN_CLASSES.get(
-            (torch.backends.cpu.get_cpu_capability(), z.dtype), 0)):
+    if z.device.type == "cpu" and z.shape[-1] < _ROW_SOFTMAX_MIN_CLASSES.get((_CPU, z.dtype), 0):
         return torch.log_softmax(z.transpose(-1, -2), -2).transpose(-1, -2).contiguous()
     return torch.log_softmax(z, -1)
 
@@ -428,11 +431,11 @@ class SoftmaxCrossEntropy:
     report_scale = 1.0
 
     def __call__(self, z, y, w=None, dim=-1):
-        return -_weighted_sum((log_softmax(z) * y).sum(dim=dim), w)
+        return -_total(log_softmax(z) * y, w)
 
     def value_and_delta(self, z, y, w=None, dim=-1):
         logp = log_softmax(z)
-        value = -_weighted_sum((logp * y).sum(dim=dim), w)
+        value = -_total(logp * y, w)
         return value, _weighted_delta(logp.exp_().sub_(y), w, dim)
 
     @staticmethod
@@ -449,7 +452,7 @@ class SigmoidCrossEntropy:
         # max(z, 0) - z y + log(1 + exp(-|z|)): torch's binary_cross_entropy_with_logits, from
         # operations whose bits do not depend on a value's place in the tensor (see sigmoid_)
         per = z.clamp_min(0) - z * y + torch.log1p(torch.exp(-z.abs()))
-        return _weighted_sum(per.sum(dim=dim), w)
+        return _total(per, w)
 
     def value_and_delta(self, z, y, w=None, dim=-1):
         return self(z, y, w, dim), _weighted_delta(sigmoid_(z.clone()).sub_(y), w, dim)
@@ -467,11 +470,11 @@ class SquaredError:
         self.report_scale = 1.0 / n_outputs
 
     def __call__(self, z, y, w=None, dim=-1):
-        return _weighted_sum(0.5 * (z - y).square().sum(dim=dim), w)
+        return 0.5 * _total((z - y).square(), w)
 
     def value_and_delta(self, z, y, w=None, dim=-1):
         delta = z - y
-        value = _weighted_sum(0.5 * delta.square().sum(dim=dim), w)
+        value = 0.5 * _total(delta.square(), w)
         return value, _weighted_delta(delta, w, dim)
 
     @staticmethod
@@ -485,7 +488,7 @@ class PoissonDeviance:
     report_scale = 1.0
 
     def __call__(self, z, y, w=None, dim=-1):
-        return _weighted_sum((torch.xlogy(y, y) - y * z - y + torch.exp(z)).sum(dim=dim), w)
+        return _total(torch.xlogy(y, y) - y * z - y + torch.exp(z), w)
 
     def value_and_delta(self, z, y, w=None, dim=-1):
         return self(z, y, w, dim), _weighted_delta(torch.exp(z).sub_(y), w, dim)
