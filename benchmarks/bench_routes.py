@@ -66,14 +66,15 @@ def blas_linear(a, b, bias, relu):
 @torch.no_grad()
 def _output_major_backprop(module, x, y, w, loss, scale):
     """``MLP.backprop`` with its output layer run output-major, z.T = W.T @ h.T (the layout
-    sknn used before; the stacked search still does): the alternative to time."""
+    sknn's single fits and stacks used before): the alternative to time."""
     weights, biases = list(module.weights), list(module.biases)
     outputs = [x]
     for W, b in zip(weights[:-1], biases[:-1]):
         outputs.append(torch.addmm(b, outputs[-1], W).clamp_min_(0))
     h, w_out = outputs[-1], weights[-1].t().contiguous()
-    value, delta = loss.value_and_delta(torch.addmm(biases[-1][:, None], w_out, h.t()),
-                                        y.t(), w, dim=0)
+    z_t = torch.addmm(biases[-1][:, None], w_out, h.t())
+    value, delta = loss.value_and_delta(z_t.t(), y, w)  # the losses take (samples, outputs)
+    delta = delta.t()
     delta.mul_(scale)
     n = len(weights)
     grad_w, grad_b = [None] * n, [None] * n

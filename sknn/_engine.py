@@ -208,10 +208,11 @@ class Validation:
         dtype = next(module.parameters()).dtype
         z = _predict.predict(module, self.X, self.est.n_outputs_,
                              out_dtype=torch.empty((), dtype=dtype).numpy().dtype)
-        return self.evaluate_output(torch.from_numpy(z), batch_invariant=True)
+        return self.evaluate_output(torch.from_numpy(z))
 
-    def evaluate_output(self, z, batch_invariant=False):
-        """(score, loss) of the raw network outputs ``z`` (a CPU tensor, ``(n, n_outputs)``)."""
+    def evaluate_output(self, z):
+        """(score, loss) of the raw network outputs ``z`` (a CPU tensor, ``(n, n_outputs)``,
+        computed as ``predict`` computes them)."""
         est, loss = self.est, self.est._loss
         if self._targets is None or self._targets[0].dtype != z.dtype:
             self._targets = (torch.as_tensor(self.Y, dtype=z.dtype), None if (
@@ -225,7 +226,7 @@ class Validation:
         if self.scorer is not None:
             kwargs = {} if self.sample_weight is None else {"sample_weight": self.sample_weight}
             return float(self.scorer(est, self.X, self.y, **kwargs)), value
-        link = _predict.output_link(loss) if batch_invariant else loss.link
+        link = _predict.output_link(loss)
         with torch.no_grad():
             out = link(z.clone()).numpy()
         if self.X.dtype.kind == "f":  # as predict returns it
@@ -628,8 +629,9 @@ class FusedStack:
     one batched product per layer for all members, and one update of all of them.
 
     Each member trains on its own rows in its own shuffled order and ends with the model its
-    own fit gives, bit for bit (on the BLAS route of products, see :func:`~sknn.nn.linear_route`):
-    every step runs its fit's operations, batched (:meth:`StackedMLP.backprop`,
+    own fit gives, bit for bit (where ``bmm`` gives each member ``mm``'s bits: on the BLAS
+    route of products, see :func:`~sknn.nn.linear_route`, and not with AVX2 kernels on two
+    threads, see :data:`~sknn.nn.BATCHED_MIN_SIZE`): every step runs its fit's operations, batched (:meth:`StackedMLP.backprop`,
     :class:`~sknn._optim.StackedAdam`), and its epoch losses and validation scores are
     computed as its fit computes them. Members whose last batches differ in length take that
     step in one pass per length, never with padding rows (which change a product's bits). A

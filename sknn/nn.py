@@ -399,12 +399,12 @@ def _total(values, w):
     return (values.sum(-1) * w).sum(-1)
 
 
-def _weighted_delta(delta, w, dim):
-    return delta if w is None else delta.mul_(w.unsqueeze(dim))
+def _weighted_delta(delta, w):
+    return delta if w is None else delta.mul_(w.unsqueeze(-1))
 
 
 # Every loss takes ``z`` and ``y`` laid out (samples, outputs), or (members, samples, outputs)
-# for a stack; ``dim`` is the axis of the outputs.
+# for a stack.
 
 # The fewest classes for which torch's CPU log-softmax runs along rows (the classes axis
 # contiguous) rather than along columns, by CPU kind and dtype. Along rows, its kernel is slow
@@ -430,13 +430,13 @@ class SoftmaxCrossEntropy:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=-1):
+    def __call__(self, z, y, w=None):
         return -_total(log_softmax(z) * y, w)
 
-    def value_and_delta(self, z, y, w=None, dim=-1):
+    def value_and_delta(self, z, y, w=None):
         logp = log_softmax(z)
         value = -_total(logp * y, w)
-        return value, _weighted_delta(logp.exp_().sub_(y), w, dim)
+        return value, _weighted_delta(logp.exp_().sub_(y), w)
 
     @staticmethod
     def link(z, dim=-1):
@@ -448,14 +448,14 @@ class SigmoidCrossEntropy:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=-1):
+    def __call__(self, z, y, w=None):
         # max(z, 0) - z y + log(1 + exp(-|z|)): torch's binary_cross_entropy_with_logits, from
         # operations whose bits do not depend on a value's place in the tensor (see sigmoid_)
         per = z.clamp_min(0) - z * y + torch.log1p(torch.exp(-z.abs()))
         return _total(per, w)
 
-    def value_and_delta(self, z, y, w=None, dim=-1):
-        return self(z, y, w, dim), _weighted_delta(sigmoid_(z.clone()).sub_(y), w, dim)
+    def value_and_delta(self, z, y, w=None):
+        return self(z, y, w), _weighted_delta(sigmoid_(z.clone()).sub_(y), w)
 
     @staticmethod
     def link(z, dim=-1):
@@ -469,13 +469,13 @@ class SquaredError:
     def __init__(self, n_outputs):
         self.report_scale = 1.0 / n_outputs
 
-    def __call__(self, z, y, w=None, dim=-1):
+    def __call__(self, z, y, w=None):
         return 0.5 * _total((z - y).square(), w)
 
-    def value_and_delta(self, z, y, w=None, dim=-1):
+    def value_and_delta(self, z, y, w=None):
         delta = z - y
         value = 0.5 * _total(delta.square(), w)
-        return value, _weighted_delta(delta, w, dim)
+        return value, _weighted_delta(delta, w)
 
     @staticmethod
     def link(z, dim=-1):
@@ -487,11 +487,11 @@ class PoissonDeviance:
 
     report_scale = 1.0
 
-    def __call__(self, z, y, w=None, dim=-1):
+    def __call__(self, z, y, w=None):
         return _total(torch.xlogy(y, y) - y * z - y + torch.exp(z), w)
 
-    def value_and_delta(self, z, y, w=None, dim=-1):
-        return self(z, y, w, dim), _weighted_delta(torch.exp(z).sub_(y), w, dim)
+    def value_and_delta(self, z, y, w=None):
+        return self(z, y, w), _weighted_delta(torch.exp(z).sub_(y), w)
 
     @staticmethod
     def link(z, dim=-1):
@@ -500,9 +500,12 @@ class PoissonDeviance:
 
 # The smallest size of every dimension of a product for which ``torch.bmm`` gives each member
 # the bits ``torch.mm`` gives it alone. Below it (a dimension of 1, where mm runs a
-# matrix-vector product; a few rows, units or outputs) the two run other kernels: measured
-# over all products with dimensions from 1 to 200, with AVX-512 and AVX2 kernels, 1 and 2
-# threads, every product whose dimensions were all 9 or more was equal bit for bit.
+# matrix-vector product; a few rows, units or outputs) the two run other kernels. Measured over
+# all products with dimensions from 1 to 200 (16 sizes each, four layouts): with AVX-512 kernels
+# on 1 and 2 threads, and with AVX2 kernels (emulated) on 1, every product whose dimensions were
+# all 9 or more was equal bit for bit. With AVX2 kernels on 2 threads, MKL shares a single
+# product's work between the threads otherwise than a batch's, and 554 of those products
+# differed in the last bits: there a stack's members match their fits to float32's precision.
 BATCHED_MIN_SIZE = 9
 
 
