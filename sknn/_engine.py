@@ -20,6 +20,7 @@ biases or normalisation scales, and is divided by the batch's total sample weigh
 scikit-learn.
 """
 
+import functools
 import os
 import pickle
 import sys
@@ -518,6 +519,17 @@ def _nonfinite(member):
                       f"preprocessed. {advice}")
 
 
+def epoch_loss(values, norms, alpha, sums, lengths, count, report_scale):
+    """An epoch's loss as scikit-learn reports it, from its batches' scaled losses ``values``,
+    the weight norms read before each batch's update ``norms`` (batches, layers; None without
+    ``alpha``), the batches' weights ``sums`` and row counts ``lengths`` (1-D tensors), and
+    ``count`` rows in all. One code for an ordinary fit and a stack's member: the same bits."""
+    batch_loss = values * report_scale
+    if alpha:
+        batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / sums
+    return float((batch_loss * lengths).sum()) / count
+
+
 class SingleStack:
     """One network: its module's own backpropagation (else autograd) and the solver's fused
     update, on minibatch slices of each epoch's shuffled copy of the data."""
@@ -579,17 +591,14 @@ class SingleStack:
         # Drop this epoch's shuffled copy (the last batch's views hold it too) before the next
         # one is made: one copy at a time.
         del epoch_data, xb, yb, wb
-        # One read of the device per epoch: the epoch's loss, as scikit-learn reports it.
+        # One read of the device per epoch: the epoch's loss, as scikit-learn reports it. A
+        # batch whose samples all weigh zero was skipped: it counts for nothing.
         with torch.no_grad():
-            batch_loss = torch.stack(objectives) * loss.report_scale
-            if alpha:
-                s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
-                                         device=data.device)
-                norms = torch.stack(norms).view(len(used), -1)
-                batch_loss = batch_loss + 0.5 * alpha * norms.square().sum(1) / s_used
-            # A batch whose samples all weigh zero was skipped: it counts for nothing.
-            return [float((batch_loss * self.lengths[used]).sum())
-                    / int((stops - starts)[used].sum())]
+            s_used = torch.as_tensor([sums[k] for k in used], dtype=data.dtype,
+                                     device=data.device)
+            return [epoch_loss(torch.stack(objectives), torch.stack(norms).view(len(used), -1)
+                               if alpha else None, alpha, s_used, self.lengths[used],
+                               int((stops - starts)[used].sum()), loss.report_scale)]
 
     def validation_scores(self):
         """Each member's (validation score, validation loss), (None, None) without one."""
@@ -756,14 +765,12 @@ class FusedStack:
             used = [i for i, k in enumerate(steps) if active[row, k]]
             ks = [steps[i] for i in used]
             index = torch.as_tensor(used, device=self.device)
-            batch_loss = values[:, row].index_select(0, index) * self.loss.report_scale
-            alpha = m.settings.alpha
-            if alpha:
-                s_used = torch.as_tensor(sums[row, ks], dtype=self.dtype, device=self.device)
-                member_norms = norms[:, row].index_select(0, index)
-                batch_loss = batch_loss + 0.5 * alpha * member_norms.square().sum(1) / s_used
-            counted = torch.as_tensor(lengths[row, ks], dtype=self.dtype, device=self.device)
-            losses.append(float((batch_loss * counted).sum()) / int(lengths[row, ks].sum()))
+            as_tensor = functools.partial(torch.as_tensor, dtype=self.dtype, device=self.device)
+            losses.append(epoch_loss(
+                values[:, row].index_select(0, index),
+                norms[:, row].index_select(0, index) if m.settings.alpha else None,
+                m.settings.alpha, as_tensor(sums[row, ks]), as_tensor(lengths[row, ks]),
+                int(lengths[row, ks].sum()), self.loss.report_scale))
         return losses
 
     def validation_scores(self):
