@@ -640,12 +640,12 @@ class FusedStack:
     Each member trains on its own rows in its own shuffled order and ends with the model its
     own fit gives, bit for bit (where ``bmm`` gives each member ``mm``'s bits: on the BLAS
     route of products, see :func:`~sknn.nn.linear_route`, and not with AVX2 kernels on two
-    threads, see :data:`~sknn.nn.BATCHED_MIN_SIZE`): every step runs its fit's operations, batched (:meth:`StackedMLP.backprop`,
-    :class:`~sknn._optim.StackedAdam`), and its epoch losses and validation scores are
-    computed as its fit computes them. Members whose last batches differ in length take that
-    step in one pass per length, never with padding rows (which change a product's bits). A
-    member with fewer batches in an epoch, or a batch whose samples weigh nothing, sits that
-    step out untouched.
+    threads, see :data:`~sknn.nn.BATCHED_MIN_SIZE`): every step runs its fit's operations,
+    batched (:meth:`StackedMLP.backprop`, :class:`~sknn._optim.StackedAdam`), and its epoch
+    losses and validation scores are computed as its fit computes them. Members whose last
+    batches differ in length take that step in one pass per length, never with padding rows
+    (which change a product's bits). A member with fewer batches in an epoch, or a batch whose
+    samples weigh nothing, sits that step out untouched.
     """
 
     def __init__(self, members):
@@ -709,7 +709,8 @@ class FusedStack:
         safe = np.where(active, sums, 1.0)
         # As an ordinary fit: the loss scaled by 1 / batch weight, and the L2 term's decay
         # alpha / batch weight (divided, not multiplied by the scale: the same bits).
-        scale, decay = np.where(active, 1.0 / safe, 0.0), np.where(active, alpha[:, None] / safe, 0.0)
+        scale = np.where(active, 1.0 / safe, 0.0)
+        decay = np.where(active, alpha[:, None] / safe, 0.0)
         values, norms, steps = [], [], []
         net, params = self.net, self.net.params
         scales = torch.as_tensor(scale.T.copy(), dtype=self.dtype, device=self.device)
@@ -761,11 +762,11 @@ class FusedStack:
             totals = (batch_loss * counted).sum(1).tolist()
             return [t / int(n) for t, n in zip(totals, lengths[:, steps].sum(1))]
         losses = []
+        as_tensor = functools.partial(torch.as_tensor, dtype=self.dtype, device=self.device)
         for row, m in enumerate(live):
             used = [i for i, k in enumerate(steps) if active[row, k]]
             ks = [steps[i] for i in used]
             index = torch.as_tensor(used, device=self.device)
-            as_tensor = functools.partial(torch.as_tensor, dtype=self.dtype, device=self.device)
             losses.append(epoch_loss(
                 values[:, row].index_select(0, index),
                 norms[:, row].index_select(0, index) if m.settings.alpha else None,

@@ -193,6 +193,12 @@ def make_optimizer(params, est):
 # --- stacks: one optimizer for M members of one shape --------------------------------------------
 
 
+def _members(views, members, part=slice(None)):
+    """The tensors ``views[r][part]`` of each member ``r`` in ``members``, in one list (for one
+    call of a ``_foreach`` or fused kernel over their own tensors)."""
+    return [x for r in members for x in views[r][part]]
+
+
 class StackedAdam:
     """scikit-learn's Adam (see :class:`Adam`) for a stack: member m is row m of the ``(M, P)``
     parameters and has its own learning rate, betas, epsilon and step count. Members that share
@@ -234,13 +240,11 @@ class StackedAdam:
             parts = (((slice(0, n_weights), weight_decay), (slice(n_weights, None), 0.0))
                      if weight_decay else ((slice(None), 0.0),))
             for part, wd in parts:
-                p = [x for r in members for x in pv[r][part]]
+                p = _members(pv, members, part)
                 torch._fused_adam_(
-                    p, [x for r in members for x in gv[r][part]],
-                    [x for r in members for x in mv[r][part]],
-                    [x for r in members for x in vv[r][part]], [], self._steps[:len(p)], lr=lr,
-                    beta1=b1, beta2=b2, weight_decay=wd, eps=eps, amsgrad=False,
-                    maximize=False)
+                    p, _members(gv, members, part), _members(mv, members, part),
+                    _members(vv, members, part), [], self._steps[:len(p)], lr=lr, beta1=b1,
+                    beta2=b2, weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
 
     def iteration_ends(self, row, time_step):
         pass
@@ -300,12 +304,10 @@ class StackedSGD:
         pv, gv, vv = self._views
         n_weights = len(self.net.shapes)
         for (weight_decay, momentum, lr, nesterov), members in groups.items():
-            p = [x for r in members for x in pv[r]]
-            g = [x for r in members for x in gv[r]]
-            v = [x for r in members for x in vv[r]]
+            p, g, v = _members(pv, members), _members(gv, members), _members(vv, members)
             if weight_decay:
-                torch._foreach_add_([x for r in members for x in gv[r][:n_weights]],
-                                    [x for r in members for x in pv[r][:n_weights]],
+                weights = slice(0, n_weights)
+                torch._foreach_add_(_members(gv, members, weights), _members(pv, members, weights),
                                     alpha=weight_decay)
             torch._foreach_mul_(v, momentum)
             torch._foreach_add_(v, g, alpha=-lr)

@@ -54,13 +54,10 @@ BLOCK_IMAGES = 1024  # at most; fewer where the feature maps of one image are la
 BLOCK_BYTES = 2**25  # for the largest feature maps of a block of images
 
 
-# Each activation in place, batch-invariant: the training ones.
-_ACTIVATIONS_ = _INPLACE_ACTIVATIONS
-
-
 def activation_(name):
-    """Activation ``name`` applied in place, batch-invariant."""
-    return _ACTIVATIONS_[name]
+    """Activation ``name`` applied in place, batch-invariant (the training ones: see
+    :func:`~sknn.nn.sigmoid_`)."""
+    return _INPLACE_ACTIVATIONS[name]
 
 
 def softmax_(z):
