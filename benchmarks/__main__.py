@@ -37,6 +37,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     sys.path.insert(0, os.path.dirname(__file__))
+    if args.quick:
+        import _meta
+        _meta.SPEED_REPEATS = 90
     failed = []
     for name in args.only or BENCHMARKS:
         module, full, quick = BENCHMARKS[name]

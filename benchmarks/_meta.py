@@ -9,6 +9,30 @@ _ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", 
         "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+# Products timed per thread count by machine_speed (``python -m benchmarks --quick`` sets fewer).
+SPEED_REPEATS = 900
+
+
+def machine_speed(repeats=None):
+    """How fast this machine ran just now: microseconds per step of bench_routes.py's BLAS
+    products (bench_mlp.py's layers, forward and backward, float32) on 1 and on 2 threads. The
+    machines here are shared and run in phases: in a slow one, the second thread gains little
+    (two-thread step 434 us in a quiet phase of the 2-core AVX-512 Xeon, 612 in a slow one,
+    where one thread took 790 in both), and small parallel work slows most. A result is best
+    compared with another measured at a like speed."""
+    from threadpoolctl import threadpool_limits
+
+    from bench_routes import blas_linear, hidden_products, time_us
+    out = {}
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            step = hidden_products(blas_linear)
+            out[f"threads_{threads}_us"] = round(
+                time_us({"step": step}, repeats or SPEED_REPEATS)["step"], 1)
+    out["two_thread_speedup"] = round(out["threads_1_us"] / out["threads_2_us"], 2)
+    return out
+
+
 def metadata():
     import numpy
     import sklearn
@@ -24,7 +48,8 @@ def metadata():
             # what forces other kernels (an emulated CPU kind) or other threading
             "env": {k: os.environ[k] for k in _ENV if k in os.environ},
             "versions": {"sknn": sknn.__version__, "torch": torch.__version__,
-                         "scikit-learn": sklearn.__version__, "numpy": numpy.__version__}}
+                         "scikit-learn": sklearn.__version__, "numpy": numpy.__version__},
+            "machine_speed": machine_speed()}
 
 
 # Source of ``rss_mb(field)`` for the child processes that measure memory: the resident set

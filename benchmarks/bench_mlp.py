@@ -178,6 +178,8 @@ def main(argv=None):
             neighbour.wait()
 
     wait = os.environ.get("OMP_WAIT_POLICY", "(default)")
+    meta = metadata()
+    print(f"machine speed just now (see _meta.machine_speed): {meta['machine_speed']}")
     out = {}
     for threads, results in runs.items():
         med, acc, ratios = summarize(results)
@@ -193,7 +195,6 @@ def main(argv=None):
             print(f"| {name} | {med[name]:.1f} | {ratios[name]:.2f} | {acc[name]:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
-            meta = metadata()
             meta["versions"]["skorch"] = _skorch_version()
             first = out[THREADS]
             json.dump({**meta, "benchmark": "mlp_speed", "device": args.device,

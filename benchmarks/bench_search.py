@@ -10,6 +10,9 @@ random_state=0))``, ``hidden_layer_sizes`` [(64,), (128,), (256,)] x ``learning_
 
 Also: the same grid at n_jobs=2, and a RandomizedSearchCV (20 candidates, log-uniform learning
 rates and alphas, one architecture). Ratios are taken within each round, then the median.
+After the main grid's rounds, one more fused search runs under torch's profiler: the time of its
+products and of the refit, set beside the other searches' (a floor on the fused search's time,
+see ``floor``). Every JSON records the machine's speed at the time (``_meta.machine_speed``).
 
     python benchmarks/bench_search.py [--rounds 3] [--quick] [--json PATH]
 """
@@ -98,6 +101,34 @@ def scenario(name, X, y, kinds, rounds, **kw):
     return out
 
 
+PRODUCTS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm")
+
+
+def floor(X, y, out, **kw):
+    """Where the fused main grid's time goes: one more fused search under torch's profiler
+    (which slows it: its total is not a timing), with the self time of its products, the
+    arithmetic every fit needs, and of its Adam updates, set beside the scikit-learn searches'
+    median times. Products plus the refit (one ordinary fit, which every search makes) give a
+    floor on the fused search's time that no cut in overhead can pass."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        seconds, s = run("fused", X, y, **kw)
+    self_s = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+    products = sum(self_s.get(k, 0.0) for k in PRODUCTS)
+    result = {"profiled_seconds": seconds, "products_seconds": products,
+              "adam_seconds": self_s.get("aten::_fused_adam_", 0.0),
+              "refit_seconds": s.refit_time_}
+    for other in ("sklearn+sknn", "sklearn"):
+        ref = out["median_seconds"][other]
+        result[f"(products+refit)/{other}"] = (products + s.refit_time_) / ref
+        result[f"0.2x_{other}_seconds"] = 0.2 * ref
+    print(f"floor: products {products:.2f} s, Adam {result['adam_seconds']:.2f} s, refit "
+          f"{s.refit_time_:.2f} s (profiled run, {seconds:.2f} s in all); products + refit = "
+          f"{result['(products+refit)/sklearn+sknn']:.3f}x sklearn+sknn's median time, "
+          f"{result['(products+refit)/sklearn']:.3f}x sklearn's")
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -116,11 +147,14 @@ def main(argv=None):
             run(kind, X[:200], y[:200], search="grid", max_iter=2, cv=2, n_jobs=1, n_iter=2)
         run("fused", X[:200], y[:200], search="grid", max_iter=2, cv=2, n_jobs=2, n_iter=2)
     common = dict(max_iter=max_iter, cv=cv, n_iter=n_iter)
-    results = {**metadata(), "benchmark": "search",
+    meta = metadata()
+    print(f"machine speed just now (see _meta.machine_speed): {meta['machine_speed']}")
+    main_grid = scenario("main grid, n_jobs=1", X, y, ["fused", "sklearn+sknn", "sklearn"],
+                         rounds, search="grid", n_jobs=1, **common)
+    main_grid["floor"] = floor(X, y, main_grid, search="grid", n_jobs=1, **common)
+    results = {**meta, "benchmark": "search",
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "main_grid": scenario("main grid, n_jobs=1", X, y,
-                                     ["fused", "sklearn+sknn", "sklearn"], rounds,
-                                     search="grid", n_jobs=1, **common),
+               "main_grid": main_grid,
                "main_grid_n_jobs_2": scenario("main grid, n_jobs=2", X, y,
                                               ["fused", "sklearn+sknn", "sklearn"], rounds,
                                               search="grid", n_jobs=2, **common),

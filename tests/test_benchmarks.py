@@ -18,7 +18,10 @@ def test_benchmark_entry_point_quick(tmp_path):
     written = sorted(p.name for p in tmp_path.glob("*.json"))
     assert written == sorted(f"{module}.json" for module, _, _ in BENCHMARKS.values())
     for name in written:
-        assert json.loads((tmp_path / name).read_text())["date"]
+        meta = json.loads((tmp_path / name).read_text())
+        assert meta["date"]
+        speed = meta["machine_speed"]  # how fast the machine ran: results compare at like speed
+        assert speed["threads_1_us"] > 0 and speed["threads_2_us"] > 0
 
 
 def test_openml_loader_explains_a_missing_data_set(monkeypatch, tmp_path):
