@@ -121,7 +121,10 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
     loss curve, validation scores, weights and solver state, bit for bit, with members of
     different sizes (last batches of other lengths) and sample weights in one stack. On one
     thread: with AVX2 kernels on two, MKL shares one product's work between the threads
-    otherwise than a batch's (sknn.nn.member_products), and the last bits may differ."""
+    otherwise than a batch's (sknn.nn.member_products), and the last bits may differ. The
+    last hidden layer's 9 units and the 10 classes take the batched products (dimensions of 9
+    or more), where MKL's AVX2 kernels give other bits to the output layer's gradient computed
+    in the other orientation (sknn.nn._OUTPUT_GRAD_TRANSPOSED)."""
     from sklearn.base import clone
     from sknn import _fused
     X, y = digits
@@ -129,7 +132,7 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
     if kind == "multilabel":
         y = np.stack([y % 2, y > 4, y == 3], axis=1).astype(int)
     est = (MLPRegressor if kind == "regressor" else MLPClassifier)(
-        hidden_layer_sizes=(12, 8), max_iter=10, batch_size=64, n_iter_no_change=3)
+        hidden_layer_sizes=(12, 9), max_iter=10, batch_size=64, n_iter_no_change=3)
     y = y / 9.0 if kind == "regressor" else y
     grid = [dict(learning_rate_init=lr, alpha=a, solver=solver, early_stopping=es,
                  random_state=0)
