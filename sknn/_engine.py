@@ -635,12 +635,13 @@ class SingleStack:
 
 class FusedStack:
     """M plain MLPs of one shape trained as one :class:`~sknn.nn.StackedMLP`: every step is
-    one batched product per layer for all members, and one update of all of them.
+    one batched product per layer for all members (one product per member where batching
+    would change a member's bits: :func:`~sknn.nn.batched_is_exact`), and one update of all
+    of them.
 
     Each member trains on its own rows in its own shuffled order and ends with the model its
-    own fit gives, bit for bit (where ``bmm`` gives each member ``mm``'s bits: on the BLAS
-    route of products, see :func:`~sknn.nn.linear_route`, and not with AVX2 kernels on two
-    threads, see :data:`~sknn.nn.BATCHED_MIN_SIZE`): every step runs its fit's operations,
+    own fit gives, bit for bit (on the BLAS route of products, see
+    :func:`~sknn.nn.linear_route`): every step runs its fit's operations,
     batched (:meth:`StackedMLP.backprop`, :class:`~sknn._optim.StackedAdam`), and its epoch
     losses and validation scores are computed as its fit computes them. Members whose last
     batches differ in length take that step in one pass per length, never with padding rows

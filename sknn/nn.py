@@ -513,15 +513,25 @@ class PoissonDeviance:
 # on 1 and 2 threads, and with AVX2 kernels (emulated) on 1, every product whose dimensions were
 # all 9 or more was equal bit for bit. With AVX2 kernels on 2 threads, MKL shares a single
 # product's work between the threads otherwise than a batch's, and 554 of those products
-# differed in the last bits: there a stack's members match their fits to float32's precision.
+# differed in the last bits: there (see batched_is_exact) every product runs one per member.
 BATCHED_MIN_SIZE = 9
+
+
+def batched_is_exact():
+    """Whether ``torch.bmm`` gives each member ``torch.mm``'s bits (for products whose
+    dimensions are all BATCHED_MIN_SIZE or more) on this CPU, at the current thread count: with
+    AVX-512 kernels always, with others on one thread only. Where it does not, a stack runs one
+    product per member: on the benchmark's randomized search with AVX2 kernels (emulated) on two
+    threads, a split's score differed by up to 0.042 with batched products, by 0 with one
+    product per member, in 1.16x the time (benchmarks/bench_search.py)."""
+    return _CPU.startswith("AVX512") or torch.get_num_threads() == 1
 
 
 def member_products(a, b, bias=None):
     """Per member m, ``a[m] @ b[m]`` (``+ bias[m]``) with the bits of ``torch.mm`` /
     ``torch.addmm`` on member m alone: one batched product where that holds, else one product
     per member."""
-    if min(a.shape[1], a.shape[2], b.shape[2]) >= BATCHED_MIN_SIZE:
+    if min(a.shape[1], a.shape[2], b.shape[2]) >= BATCHED_MIN_SIZE and batched_is_exact():
         return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
     out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
     for m in range(a.shape[0]):

@@ -120,9 +120,7 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
     """In float32 too, each member of a stack ends with exactly its own fit's model: the same
     loss curve, validation scores, weights and solver state, bit for bit, with members of
     different sizes (last batches of other lengths) and sample weights in one stack. On one
-    thread: with AVX2 kernels on two, MKL shares one product's work between the threads
-    otherwise than a batch's (sknn.nn.member_products), and the last bits may differ. The
-    last hidden layer's 9 units and the 10 classes take the batched products (dimensions of 9
+    thread (two: see the next test). The last hidden layer's 9 units and the 10 classes take the batched products (dimensions of 9
     or more), where MKL's AVX2 kernels give other bits to the output layer's gradient computed
     in the other orientation (sknn.nn._OUTPUT_GRAD_TRANSPOSED)."""
     from sklearn.base import clone
@@ -166,15 +164,39 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
             np.testing.assert_array_equal(got.coefs_[0], ref.coefs_[0])
 
 
-def test_float32_search_scores_equal_sklearns_search_exactly(digits):
+def test_float32_members_are_their_own_fits_on_two_threads(digits):
+    """On two threads too, each member ends with its own fit's model, bit for bit: with AVX2
+    kernels, where MKL shares a single product's work between the threads otherwise than a
+    batch's, the stack runs one product per member (sknn.nn.batched_is_exact); with AVX-512
+    kernels, batched products give the same bits. Products of 200 rows x 64 features x 32
+    units, which MKL's AVX2 kernels run otherwise batched on two threads."""
+    from sklearn.base import clone
+    from sknn import _fused
+    X, y = digits
+    X = (X[:600] / 16).astype(np.float32)
+    est = MLPClassifier(hidden_layer_sizes=(32,), max_iter=3, random_state=0)
+    entries = [(i, clone(est).set_params(learning_rate_init=lr), X[:n], y[:n], None)
+               for i, (lr, n) in enumerate((lr, n) for lr in (1e-3, 0.1) for n in (600, 537))]
+    with threadpool_limits(2):
+        out = {key: fitted for key, fitted, _, _ in _fused._train_task(entries, fuse=True)}
+        refs = {i: clone(e).fit(Xn, yn) for i, e, Xn, yn, _ in entries}
+    for i, ref in refs.items():
+        assert out[i].loss_curve_ == ref.loss_curve_
+        for a, b in zip(out[i].coefs_ + out[i].intercepts_, ref.coefs_ + ref.intercepts_):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_search_scores_equal_sklearns_search_exactly(digits, threads):
     """A float32 search with unstable learning rates, where any rounding difference grows into
-    another model: every split's score is scikit-learn's search's, exactly (on one thread, see
-    above)."""
+    another model: every split's score is scikit-learn's search's, exactly, on one thread and
+    on two (where, with AVX2 kernels, the stacks run one product per member:
+    sknn.nn.batched_is_exact)."""
     X, y = digits
     pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=12, random_state=0))
     grid = {"mlpclassifier__hidden_layer_sizes": [(32,)],
             "mlpclassifier__learning_rate_init": [1e-3, 0.1, 0.5]}
-    with threadpool_limits(1):
+    with threadpool_limits(threads):
         ours, ref = both("GridSearchCV", pipe, grid, X.astype(np.float32), y, cv=5)
     assert_same_search(ours, ref, atol=0)
 
