@@ -17,9 +17,9 @@ def machine_speed(repeats=None):
     """How fast this machine ran just now: microseconds per step of bench_routes.py's BLAS
     products (bench_mlp.py's layers, forward and backward, float32) on 1 and on 2 threads. The
     machines here are shared and run in phases: in a slow one, the second thread gains little
-    (two-thread step 434 us in a quiet phase of the 2-core AVX-512 Xeon, 612 in a slow one,
-    where one thread took 790 in both), and small parallel work slows most. A result is best
-    compared with another measured at a like speed."""
+    (on the 2-core AVX-512 Xeon, the two-thread step took 434 us in a quiet phase; 526-645 in a
+    slow one, where one thread took 680-790), and small parallel work slows most. A result is
+    best compared with another measured at a like speed."""
     from threadpoolctl import threadpool_limits
 
     from bench_routes import blas_linear, hidden_products, time_us
