@@ -715,28 +715,32 @@ class FusedStack:
         values, norms, steps = [], [], []
         net, params = self.net, self.net.params
         scales = torch.as_tensor(scale.T.copy(), dtype=self.dtype, device=self.device)
+        # Per step: whether any member takes it, all do, and whether their batches are as long
+        any_on, all_on = active.any(0).tolist(), active.all(0).tolist()
+        uniform = (np.where(active, lengths, np.inf).min(0)
+                   == np.where(active, lengths, -np.inf).max(0)).tolist()
+        decayed = bool(alpha.any())
         for k in range(K):
-            on = active[:, k]
-            if not on.any():
+            if not any_on[k]:
                 continue
+            on = active[:, k]
             scale_k = scales[k]
-            if alpha.any():
+            if decayed:
                 norms.append(net.norms())
-            sizes = lengths[on, k]
-            if sizes.min() == sizes.max():
-                b = int(sizes[0])  # each member's batch, without padding rows: its fit's bits
+            if uniform[k]:  # each member's batch, without padding rows: its fit's bits
+                b = int(lengths[on, k][0])
                 value, grads = net.backprop(X[k][:, :b], Y[k][:, :b],
                                             None if W is None else W[k][:, :b], self.loss, scale_k)
             else:  # the members' last batches differ in length: one pass per length, over
                 # the rows that have it (adjacent: members are in order of size, see train)
                 value = scale_k.new_zeros(M)
-                for b in np.unique(sizes).astype(int):
+                for b in np.unique(lengths[on, k]).astype(int):
                     found = np.flatnonzero(on & (lengths[:, k] == b))
                     rows = slice(int(found[0]), int(found[-1]) + 1)
                     value[rows], grads = net.backprop(
                         X[k][rows, :b], Y[k][rows, :b], None if W is None else W[k][rows, :b],
                         self.loss, scale_k[rows], rows)
-            self.optimizer.step(params, grads, decay[:, k], None if on.all() else on)
+            self.optimizer.step(params, grads, decay[:, k], None if all_on[k] else on)
             values.append(value)
             steps.append(k)
         del X, Y, W

@@ -182,12 +182,26 @@ def _group_key(est, X, y):
 
 
 def stack_nbytes(entries):
-    """Bytes a stack of these fits holds on its device: each member's rows (and a shuffled copy
-    of them), its parameters and the solver's state."""
+    """Bytes a stack of these fits holds on its device, at 8 bytes a value: each member's rows
+    (and a shuffled copy of them), its parameters with their gradients and the solver's two
+    moments, and what its steps write (each layer's outputs and deltas, and the weights'
+    gradients, for a full batch and a shorter last one)."""
+    from sklearn.base import is_classifier
+    from ._base import hidden_layers
     total = 0
     for _, est, X, y, _ in entries:
         width = X.shape[1] + (np.shape(y)[1] if np.ndim(y) == 2 else 1) + 1
         total += 2 * X.shape[0] * width * 8
+        try:
+            hidden = hidden_layers(est)
+            batch = min(200 if est.batch_size == "auto" else int(est.batch_size), X.shape[0])
+        except (TypeError, ValueError):  # the fit itself will say what is wrong
+            continue
+        outputs = (np.shape(y)[1] if np.ndim(y) == 2
+                   else len(np.unique(y)) if is_classifier(est) else 1)
+        units = [X.shape[1], *hidden, outputs]
+        params = sum((a + 1) * b for a, b in zip(units[:-1], units[1:]))
+        total += (4 * params + 2 * (2 * batch * sum(units[1:]) + params)) * 8
     return total
 
 

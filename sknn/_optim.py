@@ -220,6 +220,28 @@ class StackedAdam:
         self._views = [net.member_views(t) for t in (net.params, net.grads, self.ms, self.vs)]
         self._steps = [torch.full((), math.inf, dtype=torch.float32, device=net.params.device)
                        for _ in range(len(self._views[0][0]) * net.params.shape[0])]
+        # Each member's settings as Python floats, and the kernel's tensor lists of the groups
+        # of members met so far (a stack's groups recur step after step).
+        self._settings = list(zip(*(getattr(self, name).tolist() for name in (
+            "learning_rate_init", "beta_1", "beta_2", "epsilon"))))
+        self._lists = {}
+
+    def _tensor_lists(self, members, decayed):
+        """The kernel's calls for ``members`` (a tuple of rows): ``(params, grads, ms, vs,
+        steps, decayed)`` for their weights, then their biases (one call when not ``decayed``)."""
+        key = (members, decayed)
+        found = self._lists.get(key)
+        if found is None:
+            n_weights = len(self.net.shapes)
+            parts = (((slice(0, n_weights), True), (slice(n_weights, None), False)) if decayed
+                     else ((slice(None), False),))
+            found = []
+            for part, with_decay in parts:
+                p = _members(self._views[0], members, part)
+                found.append((p, *(_members(v, members, part) for v in self._views[1:]),
+                              self._steps[:len(p)], with_decay))
+            self._lists[key] = found
+        return found
 
     def step(self, params, grads, decay, active=None):
         """One update of the members where ``active`` (a bool array; None: all); ``decay`` (M,)
@@ -228,23 +250,21 @@ class StackedAdam:
         fused kernel over its own weights (with the decay) and biases."""
         rows = np.arange(len(self.t)) if active is None else np.flatnonzero(active)
         self.t[rows] += 1
-        groups = {}
+        steps, decay = self.t.tolist(), np.asarray(decay, dtype=float).tolist()
+        groups, rates = {}, {}
         for r in rows.tolist():
-            t, b1, b2 = int(self.t[r]), float(self.beta_1[r]), float(self.beta_2[r])
-            lr_t = float(self.learning_rate_init[r]) * math.sqrt(1 - b2**t) / (1 - b1**t)
-            key = (lr_t, b1, b2, float(self.epsilon[r]), float(decay[r]))
-            groups.setdefault(key, []).append(r)
-        pv, gv, mv, vv = self._views
-        n_weights = len(self.net.shapes)
+            lr, b1, b2, eps = self._settings[r]
+            t = steps[r]
+            lr_t = rates.get((lr, b1, b2, t))
+            if lr_t is None:
+                lr_t = rates[lr, b1, b2, t] = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+            groups.setdefault((lr_t, b1, b2, eps, decay[r]), []).append(r)
         for (lr, b1, b2, eps, weight_decay), members in groups.items():
-            parts = (((slice(0, n_weights), weight_decay), (slice(n_weights, None), 0.0))
-                     if weight_decay else ((slice(None), 0.0),))
-            for part, wd in parts:
-                p = _members(pv, members, part)
-                torch._fused_adam_(
-                    p, _members(gv, members, part), _members(mv, members, part),
-                    _members(vv, members, part), [], self._steps[:len(p)], lr=lr, beta1=b1,
-                    beta2=b2, weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
+            for p, g, m, v, s, with_decay in self._tensor_lists(tuple(members),
+                                                                 bool(weight_decay)):
+                torch._fused_adam_(p, g, m, v, [], s, lr=lr, beta1=b1, beta2=b2,
+                                   weight_decay=weight_decay if with_decay else 0.0, eps=eps,
+                                   amsgrad=False, maximize=False)
 
     def iteration_ends(self, row, time_step):
         pass

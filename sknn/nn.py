@@ -9,6 +9,7 @@ number generator. The estimators initialise weights from their own ``random_stat
 """
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -95,15 +96,16 @@ def linear_route(capability=None, vendor=None):
 _ONEDNN_LINEAR = _find_onednn_linear() if linear_route() == "onednn" else None
 
 
-def matmul_nt(a, b, bias=None, relu=False, out=None):
-    """``a @ b.T (+ bias)``, then ReLU if asked: by oneDNN for float32 CPU tensors large enough
-    to gain from it, else by torch.addmm / mm, into ``out`` when given (a :class:`Workspace`'s
-    tensor: only on the BLAS route, see :meth:`Workspace.buffers`)."""
+def product(a, b, bias=None, relu=False, out=None, b_t=None):
+    """``a @ b (+ bias)``, then ReLU if asked: by oneDNN for float32 CPU tensors large enough
+    to gain from it (it takes ``b`` transposed: ``b_t`` when given, else ``b.t()``), else by
+    torch.addmm / mm, into ``out`` when given (a :class:`Workspace`'s tensor: only on the BLAS
+    route, see :meth:`Workspace.buffers`)."""
     if (out is None and _ONEDNN_LINEAR is not None and a.dtype == torch.float32
             and a.device.type == "cpu" and min(b.shape) >= 32):
-        return _ONEDNN_LINEAR(a, b, bias, "relu" if relu else "none", [], "")
-    out = (torch.mm(a, b.t(), out=out) if bias is None
-           else torch.addmm(bias, a, b.t(), out=out))
+        return _ONEDNN_LINEAR(a, b.t() if b_t is None else b_t, bias, "relu" if relu else "none",
+                              [], "")
+    out = torch.mm(a, b, out=out) if bias is None else torch.addmm(bias, a, b, out=out)
     return out.clamp_min_(0) if relu else out
 
 
@@ -215,7 +217,7 @@ class MLP(nn.Module):
             ws = _Buffers(weights, biases)  # no tensors: every product makes its own
         outputs = [x]
         for i, (W, b) in enumerate(zip(weights[:-1], biases[:-1])):
-            h = matmul_nt(outputs[-1], W.t(), b, relu=relu, out=ws.h[i])
+            h = product(outputs[-1], W, b, relu=relu, out=ws.h[i])
             outputs.append(h if relu else act(h))
         # The output layer runs in (samples, outputs) layout, as the hidden ones: over whole
         # epochs of bench_mlp.py it was 3-4% faster than the output-major layout z.T = W.T @ h.T
@@ -226,17 +228,20 @@ class MLP(nn.Module):
                                                         out=ws.h[-1]), y, w)
         delta.mul_(scale)
         n = len(weights)
+        # The activations transposed: the workspace's own views where they are its tensors
+        outputs_t = [x.t()] + [t if h is buf else h.t()
+                               for h, buf, t in zip(outputs[1:], ws.h, ws.h_t)]
         grad_w, grad_b = [None] * n, [None] * n
-        grad_w[-1] = torch.mm(h.t(), delta, out=ws.gw[-1])
+        grad_w[-1] = torch.mm(outputs_t[-1], delta, out=ws.gw[-1])
         grad_b[-1] = torch.sum(delta, 0, out=ws.gb[-1])
         if n > 1:
-            delta = matmul_nt(delta, weights[-1], out=ws.d[-1])
+            delta = product(delta, weights[-1].t(), out=ws.d[-1], b_t=weights[-1])
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
-            grad_w[i] = matmul_nt(outputs[i].t(), delta.t(), out=ws.gw[i])
+            grad_w[i] = product(outputs_t[i], delta, out=ws.gw[i])
             grad_b[i] = torch.sum(delta, 0, out=ws.gb[i])
             if i:
-                delta = matmul_nt(delta, weights[i], out=ws.d[i])
+                delta = product(delta, weights[i].t(), out=ws.d[i], b_t=weights[i])
         if decay:
             torch._foreach_add_(grad_w, weights, alpha=decay)
         return value * scale, grad_w + grad_b
@@ -249,11 +254,12 @@ class _Buffers:
 
     def __init__(self, weights, biases, x=None):
         if x is None:
-            self.h = self.d = self.gw = [None] * len(weights)
+            self.h = self.h_t = self.d = self.gw = [None] * len(weights)
             self.gb = [None] * len(biases)
             return
         rows, kw = x.shape[0], dict(dtype=x.dtype, device=x.device)
         self.h = [torch.empty(rows, W.shape[1], **kw) for W in weights]
+        self.h_t = [h.t() for h in self.h]
         self.d = [torch.empty(rows, W.shape[0], **kw) for W in weights]
         self.gw = [torch.empty_like(W) for W in weights]
         self.gb = [torch.empty_like(b) for b in biases]
@@ -527,13 +533,15 @@ def batched_is_exact():
     return _CPU.startswith("AVX512") or torch.get_num_threads() == 1
 
 
-def member_products(a, b, bias=None):
+def member_products(a, b, bias=None, out=None):
     """Per member m, ``a[m] @ b[m]`` (``+ bias[m]``) with the bits of ``torch.mm`` /
     ``torch.addmm`` on member m alone: one batched product where that holds, else one product
-    per member."""
+    per member; into ``out`` when given."""
     if min(a.shape[1], a.shape[2], b.shape[2]) >= BATCHED_MIN_SIZE and batched_is_exact():
-        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
-    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+        return (torch.bmm(a, b, out=out) if bias is None
+                else torch.baddbmm(bias.unsqueeze(1), a, b, out=out))
+    if out is None:
+        out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
     for m in range(a.shape[0]):
         if bias is None:
             torch.mm(a[m], b[m], out=out[m])
@@ -567,6 +575,26 @@ class StackedMLP:
     def _views(self):
         self.weights, self.biases = self.layers(self.params)
         self.grads = torch.empty_like(self.params)
+        self._buffers = {}
+
+    def _workspace(self, x):
+        """The tensors :meth:`backprop` writes its products into for batches shaped as ``x``
+        (members, rows, features), kept while the stack keeps its members: each layer's output
+        ``h``, the delta sent back through it ``d`` and its weights' gradient ``gw``, and the
+        output layer's gradient transposed ``gw_t``. New tensors of a stack's size in every
+        step cost the page faults of fresh memory: 2,370 per step for 20 members of 64-256-10
+        on 200 rows, twice the step's time (the allocator gives such tensors back to the
+        system when they are freed)."""
+        key = tuple(x.shape[:2])
+        found = self._buffers.get(key)
+        if found is None:
+            (M, rows), kw = key, dict(dtype=x.dtype, device=x.device)
+            found = self._buffers[key] = SimpleNamespace(
+                h=[torch.empty(M, rows, fo, **kw) for _, fo in self.shapes],
+                d=[None] + [torch.empty(M, rows, fi, **kw) for fi, _ in self.shapes[1:]],
+                gw=[torch.empty(M, fi, fo, **kw) for fi, fo in self.shapes],
+                gw_t=torch.empty(M, self.shapes[-1][1], self.shapes[-1][0], **kw))
+        return found
 
     def layers(self, flat):
         """``(weights, biases)``: views of a ``(M, P)`` tensor laid out as the parameters."""
@@ -621,30 +649,31 @@ class StackedMLP:
             out = out[rows]
         relu = self.activation == "relu"
         act = _INPLACE_ACTIVATIONS[self.activation]
+        ws = self._workspace(x)
         outputs = [x]
         n = len(weights)
-        for W, b in zip(weights[:-1], biases[:-1]):
-            h = member_products(outputs[-1], W, b)
+        for W, b, buf in zip(weights[:-1], biases[:-1], ws.h):
+            h = member_products(outputs[-1], W, b, out=buf)
             outputs.append(h.clamp_min_(0) if relu else act(h))
         h = outputs[-1]
         value, delta = loss.value_and_delta(
-            member_products(h, weights[-1], biases[-1]), y, w)
+            member_products(h, weights[-1], biases[-1], out=ws.h[-1]), y, w)
         delta.mul_(scale.view(-1, 1, 1))
         grad_w, grad_b = [None] * n, [None] * n
         # h.T @ delta, as (delta.T @ h).T where that is faster and exact (see its constant)
         if (_OUTPUT_GRAD_TRANSPOSED and min(delta.shape[1:]) >= BATCHED_MIN_SIZE
                 and h.shape[2] >= BATCHED_MIN_SIZE):
-            grad_w[-1] = torch.bmm(delta.transpose(1, 2), h).transpose(1, 2)
+            grad_w[-1] = torch.bmm(delta.transpose(1, 2), h, out=ws.gw_t).transpose(1, 2)
         else:
-            grad_w[-1] = member_products(h.transpose(1, 2), delta)
+            grad_w[-1] = member_products(h.transpose(1, 2), delta, out=ws.gw[-1])
         grad_b[-1] = delta.sum(1)
         if n > 1:
-            delta = member_products(delta, weights[-1].transpose(1, 2))
+            delta = member_products(delta, weights[-1].transpose(1, 2), out=ws.d[-1])
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
-            grad_w[i] = member_products(outputs[i].transpose(1, 2), delta)
+            grad_w[i] = member_products(outputs[i].transpose(1, 2), delta, out=ws.gw[i])
             grad_b[i] = delta.sum(1)
             if i:
-                delta = member_products(delta, weights[i].transpose(1, 2))
+                delta = member_products(delta, weights[i].transpose(1, 2), out=ws.d[i])
         torch.cat([g.reshape(out.shape[0], -1) for g in grad_w + grad_b], dim=1, out=out)
         return value * scale, out
