@@ -109,6 +109,7 @@ class TrainingData:
         # Rows of X, on the host (numpy: streamed batches, sparse data) and where X is.
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self._rows = None if rows is None else torch.from_numpy(self.rows).to(home)
+        self._kept = {}  # gathered batches' tensors, by what and how many rows (see _gather)
 
     def _x_rows(self, rows):
         """Rows of X for samples ``rows`` (a slice or an index tensor where X is)."""
@@ -138,8 +139,22 @@ class TrainingData:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
 
-    def batch(self, rows, rows_np=None):
-        """Minibatch of ``rows``: a slice, or an index tensor on the device and its numpy twin."""
+    def _gather(self, name, t, rows, reuse):
+        """Rows ``rows`` (an index tensor) of ``t``: with ``reuse``, on the CPU, into the tensor
+        kept for this many rows of it, which the next such call overwrites; else a new one."""
+        if not reuse or self.device.type != "cpu":
+            return t.index_select(0, rows)
+        key = (name, len(rows))
+        out = self._kept.get(key)
+        if out is None:
+            out = self._kept[key] = t.new_empty((len(rows),) + tuple(t.shape[1:]))
+        return torch.index_select(t, 0, rows, out=out)
+
+    def batch(self, rows, rows_np=None, reuse=False):
+        """Minibatch of ``rows``: a slice, or an index tensor on the device and its numpy twin.
+        With ``reuse``, a streamed batch gathered on the CPU is written into tensors kept for the
+        next one (valid until then): the heap does not grow by a batch a step, as it can with new
+        tensors, and a fit on a memmap holds what it uses."""
         if self.stream:
             if not isinstance(rows, slice):
                 rows = torch.from_numpy(np.asarray(rows_np))
@@ -153,11 +168,11 @@ class TrainingData:
                                  self.device, self.dtype)
             else:
                 xb = self._to_device(self.X[x_rows] if isinstance(x_rows, slice)
-                                     else self.X.index_select(0, x_rows))
+                                     else self._gather("X", self.X, x_rows, reuse))
             yb = self._to_device(self.Y[rows] if isinstance(rows, slice)
-                                 else self.Y.index_select(0, rows))
+                                 else self._gather("Y", self.Y, rows, reuse))
             wb = None if self.W is None else self._to_device(
-                self.W[rows] if isinstance(rows, slice) else self.W.index_select(0, rows))
+                self.W[rows] if isinstance(rows, slice) else self._gather("W", self.W, rows, reuse))
             return xb, yb, wb
         x_rows = self._x_rows(rows)
         xb = self.X[x_rows] if isinstance(x_rows, slice) else self.X.index_select(0, x_rows)

@@ -573,7 +573,7 @@ class SingleStack:
             if s <= 0:  # every sample weighs zero: nothing to learn from this batch
                 continue
             if epoch_data is None:  # large or streamed data: gather this batch only
-                xb, yb, wb = data.batch(idx[a:b], m.sample_idx[a:b])
+                xb, yb, wb = data.batch(idx[a:b], m.sample_idx[a:b], reuse=True)
             else:
                 xb, yb, wb = epoch_data.batch(slice(a, b))
             # The L2 term of the gradients is added by the optimizer's update.

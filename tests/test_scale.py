@@ -137,6 +137,28 @@ def test_early_stopping_rows_gathered_by_index_train_as_their_copy(digits, monke
         np.testing.assert_array_equal(a, b)
 
 
+def test_streamed_batches_reuse_their_tensors_and_hold_their_rows(digits):
+    """Streamed minibatches gathered with ``reuse`` are written into the tensors kept for their
+    row count (the heap does not grow by a batch a step) and hold exactly the rows asked for."""
+    X, y = digits
+    w = np.random.RandomState(0).rand(len(y))
+    rows = np.arange(0, len(y), 2)  # the samples are every other row of X
+    data = TrainingData(X, np.eye(10)[y][rows], w[rows], torch.device("cpu"), torch.float32,
+                        stream=True, rows=rows)
+    order = np.random.RandomState(1).permutation(data.n_samples)
+    seen = []
+    for a in (0, 50, 100):
+        idx = order[a:a + 50]
+        xb, yb, wb = data.batch(torch.from_numpy(idx), idx, reuse=True)
+        np.testing.assert_array_equal(xb.numpy(), X[rows[idx]])
+        np.testing.assert_array_equal(yb.numpy(), np.eye(10, dtype=np.float32)[y][rows[idx]])
+        np.testing.assert_array_equal(wb.numpy(), w[rows[idx]].astype(np.float32))
+        seen.append(tuple(t.data_ptr() for t in (xb, yb, wb)))
+    assert seen[0] == seen[1] == seen[2]
+    fresh = data.batch(torch.from_numpy(order[:50]), order[:50])[0]
+    assert fresh.data_ptr() != seen[0][0]
+
+
 # Child process for the memory test: fits on a memmap above the gather limit while a thread
 # samples the process's anonymous resident memory (RssAnon: heap, not the memmap's file-backed
 # pages, which ru_maxrss/VmHWM would count), and prints the fit's peak growth and the data's size.
@@ -202,15 +224,13 @@ def test_fit_on_a_memmap_above_the_gather_limit_does_not_copy_it(memmap_file, ea
     memmap's own pages do not count) grows by less than half the data, so X is never copied
     whole, with early stopping's hold-out (10% of the rows, copied) too."""
     path, rows, cols = memmap_file
-    # Allocations of 64 KiB and more (a batch of rows is 78 KiB) are mapped when made and
-    # unmapped when freed, so that the peak counts live memory only. With glibc's own, moving
-    # threshold, freed batches sometimes stayed in its heap as the next ones were allocated
-    # beside them: 20-37 MiB of growth in 5 runs of 38 with early stopping, against 10 MiB, none
-    # of it left after the fit; with this one, 40 runs in 40 grew by 8.6-10.7 MiB.
+    # Batches are gathered into kept tensors (TrainingData.batch with reuse). When each was a
+    # new tensor, glibc's moving mmap threshold sometimes left freed batches in its heap as the
+    # next ones were allocated beside them: 20-37 MiB of growth in 5 runs of 38 with early
+    # stopping, against 10 MiB; with kept tensors, 70 runs in 70 grew by 8.1-10.6 MiB.
     out = subprocess.run([sys.executable, "-c", _FIT_MEMMAP_CHILD, str(path), str(rows),
                           str(cols), str(int(early_stopping))],
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     growth, nbytes = (int(v) for v in out.stdout.split())
     assert growth < nbytes / 2, (f"anonymous memory grew by {growth / 2**20:.1f} MiB during fit "
