@@ -9,7 +9,6 @@ number generator. The estimators initialise weights from their own ``random_stat
 """
 
 import math
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -214,7 +213,7 @@ class MLP(nn.Module):
         act = _INPLACE_ACTIVATIONS[self.activation]
         ws = None if workspace is None else workspace.buffers(weights, biases, x)
         if ws is None:
-            ws = _Buffers(weights, biases)  # no tensors: every product makes its own
+            ws = _Buffers([W.shape for W in weights])  # no tensors: every product makes its own
         outputs = [x]
         for i, (W, b) in enumerate(zip(weights[:-1], biases[:-1])):
             h = product(outputs[-1], W, b, relu=relu, out=ws.h[i])
@@ -248,21 +247,26 @@ class MLP(nn.Module):
 
 
 class _Buffers:
-    """One batch size's outputs of :meth:`MLP.backprop`: each layer's activations ``h``, the
-    deltas ``d`` sent back through it, and the gradients ``gw``, ``gb``. Without ``x``: no
-    tensors (every ``out`` is None, a new tensor), for a backprop without a workspace."""
+    """What :meth:`MLP.backprop` (or :meth:`StackedMLP.backprop`) writes for one shape of batch
+    ``x``, (rows, features) or a stack's (members, rows, features), through layers of
+    ``shapes`` (fan_in, fan_out): each layer's activations ``h`` (and their transposed views
+    ``h_t``), the deltas ``d`` sent back through it (none through the first), the gradients
+    ``gw`` and ``gb``, and the output layer's weight gradient transposed ``gw_t``. Without
+    ``x``: no tensors (every ``out`` is None, a new tensor), for a backprop without a
+    workspace."""
 
-    def __init__(self, weights, biases, x=None):
+    def __init__(self, shapes, x=None):
         if x is None:
-            self.h = self.h_t = self.d = self.gw = [None] * len(weights)
-            self.gb = [None] * len(biases)
+            self.h = self.h_t = self.d = self.gw = self.gb = [None] * len(shapes)
+            self.gw_t = None
             return
-        rows, kw = x.shape[0], dict(dtype=x.dtype, device=x.device)
-        self.h = [torch.empty(rows, W.shape[1], **kw) for W in weights]
-        self.h_t = [h.t() for h in self.h]
-        self.d = [torch.empty(rows, W.shape[0], **kw) for W in weights]
-        self.gw = [torch.empty_like(W) for W in weights]
-        self.gb = [torch.empty_like(b) for b in biases]
+        rows, members, kw = x.shape[:-1], x.shape[:-2], dict(dtype=x.dtype, device=x.device)
+        self.h = [torch.empty(*rows, fo, **kw) for _, fo in shapes]
+        self.h_t = [h.transpose(-1, -2) for h in self.h]
+        self.d = [None] + [torch.empty(*rows, fi, **kw) for fi, _ in shapes[1:]]
+        self.gw = [torch.empty(*members, fi, fo, **kw) for fi, fo in shapes]
+        self.gb = [torch.empty(*members, fo, **kw) for _, fo in shapes]
+        self.gw_t = torch.empty(*members, shapes[-1][1], shapes[-1][0], **kw)
 
 
 class Workspace:
@@ -282,7 +286,7 @@ class Workspace:
         key = (x.shape[0], x.dtype, x.device)
         found = self._sets.get(key)
         if found is None:
-            found = self._sets[key] = _Buffers(weights, biases, x)
+            found = self._sets[key] = _Buffers([tuple(W.shape) for W in weights], x)
         return found
 
 
@@ -579,22 +583,16 @@ class StackedMLP:
 
     def _workspace(self, x):
         """The tensors :meth:`backprop` writes its products into for batches shaped as ``x``
-        (members, rows, features), kept while the stack keeps its members: each layer's output
-        ``h``, the delta sent back through it ``d`` and its weights' gradient ``gw``, and the
-        output layer's gradient transposed ``gw_t``. New tensors of a stack's size in every
-        step can cost the page faults of fresh memory (the allocator gives such tensors back to
-        the system when they are freed): on a lone step of 20 members of 64-256-10 on 200 rows,
-        2,370 faults and 4.8 ms with new tensors, 1 and 2.4 ms with these; in the benchmark's
-        fused grid, 36,000-236,000 faults in all with new tensors, about 20,000 with these."""
+        (members, rows, features), kept while the stack keeps its members. New tensors of a
+        stack's size in every step can cost the page faults of fresh memory (the allocator
+        gives such tensors back to the system when they are freed): on a lone step of 20
+        members of 64-256-10 on 200 rows, 2,370 faults and 4.8 ms with new tensors, 1 and 2.4 ms
+        with these; in the benchmark's fused grid, 36,000-236,000 faults in all with new
+        tensors, about 20,000 with these."""
         key = tuple(x.shape[:2])
         found = self._buffers.get(key)
         if found is None:
-            (M, rows), kw = key, dict(dtype=x.dtype, device=x.device)
-            found = self._buffers[key] = SimpleNamespace(
-                h=[torch.empty(M, rows, fo, **kw) for _, fo in self.shapes],
-                d=[None] + [torch.empty(M, rows, fi, **kw) for fi, _ in self.shapes[1:]],
-                gw=[torch.empty(M, fi, fo, **kw) for fi, fo in self.shapes],
-                gw_t=torch.empty(M, self.shapes[-1][1], self.shapes[-1][0], **kw))
+            found = self._buffers[key] = _Buffers(self.shapes, x)
         return found
 
     def layers(self, flat):
@@ -667,13 +665,13 @@ class StackedMLP:
             grad_w[-1] = torch.bmm(delta.transpose(1, 2), h, out=ws.gw_t).transpose(1, 2)
         else:
             grad_w[-1] = member_products(h.transpose(1, 2), delta, out=ws.gw[-1])
-        grad_b[-1] = delta.sum(1)
+        grad_b[-1] = torch.sum(delta, 1, out=ws.gb[-1])
         if n > 1:
             delta = member_products(delta, weights[-1].transpose(1, 2), out=ws.d[-1])
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
             grad_w[i] = member_products(outputs[i].transpose(1, 2), delta, out=ws.gw[i])
-            grad_b[i] = delta.sum(1)
+            grad_b[i] = torch.sum(delta, 1, out=ws.gb[i])
             if i:
                 delta = member_products(delta, weights[i].transpose(1, 2), out=ws.d[i])
         torch.cat([g.reshape(out.shape[0], -1) for g in grad_w + grad_b], dim=1, out=out)
