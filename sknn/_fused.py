@@ -98,10 +98,15 @@ def fusable(est, X):
     try:
         from ._base import hidden_layers
         width = max([X.shape[1], *hidden_layers(est)])
-        batch = 200 if est.batch_size == "auto" else int(est.batch_size)
+        batch = _batch_rows(est, X.shape[0])
     except (TypeError, ValueError, AttributeError, IndexError):
         return True  # invalid parameters: the member's own checks will say so
-    return min(batch, X.shape[0]) * width <= FUSE_MAX_WORK
+    return batch * width <= FUSE_MAX_WORK
+
+
+def _batch_rows(est, n):
+    """The rows of a full minibatch of ``est`` on ``n`` training samples."""
+    return min(200 if est.batch_size == "auto" else int(est.batch_size), n)
 
 
 @_threads.honours_limits
@@ -171,7 +176,7 @@ def _group_key(est, X, y):
     else:
         target = ("values", 1 if np.ndim(y) == 1 else np.shape(y)[1], est.loss)
     n_train = n - int(np.ceil(est.validation_fraction * n)) if est.early_stopping else n
-    batch = min(200, n_train) if est.batch_size == "auto" else min(est.batch_size, n_train)
+    batch = _batch_rows(est, n_train)
     dtype = getattr(X, "dtype", None) == np.float32
     try:
         device = str(resolve_device(est.device))
@@ -194,7 +199,7 @@ def stack_nbytes(entries):
         total += 2 * X.shape[0] * width * 8
         try:
             hidden = hidden_layers(est)
-            batch = min(200 if est.batch_size == "auto" else int(est.batch_size), X.shape[0])
+            batch = _batch_rows(est, X.shape[0])
         except (TypeError, ValueError):  # the fit itself will say what is wrong
             continue
         outputs = (np.shape(y)[1] if np.ndim(y) == 2

@@ -120,9 +120,10 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
     """In float32 too, each member of a stack ends with exactly its own fit's model: the same
     loss curve, validation scores, weights and solver state, bit for bit, with members of
     different sizes (last batches of other lengths) and sample weights in one stack. On one
-    thread (two: see the next test). The last hidden layer's 9 units and the 10 classes take the batched products (dimensions of 9
-    or more), where MKL's AVX2 kernels give other bits to the output layer's gradient computed
-    in the other orientation (sknn.nn._OUTPUT_GRAD_TRANSPOSED)."""
+    thread (two: see the next test). The last hidden layer's 9 units and the 10 classes take
+    the batched products (dimensions of 9 or more), where MKL's AVX2 kernels give other bits to
+    the output layer's gradient computed in the other orientation
+    (sknn.nn._OUTPUT_GRAD_TRANSPOSED)."""
     from sklearn.base import clone
     from sknn import _fused
     X, y = digits
