@@ -436,8 +436,8 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
         self : object
             The fitted estimator.
         """
-        if X_val is None and (_fused._CAPTURE is not None or _fused._REGISTRY):
-            fitted = _fused.intercept(self, X, y, sample_weight)  # inside a fused search
+        if _fused.active():  # inside a fused search
+            fitted = _fused.intercept(self, X, y, sample_weight, fusable=X_val is None)
             if fitted is not None:
                 return fitted
         return self._fit(X, y, sample_weight=sample_weight, incremental=False,

@@ -251,6 +251,7 @@ class Member:
         self.best_state = None
         self.error = None
         self.seconds = 0.0  # this member's share of the training time
+        self.warnings = []  # a stack's member: the warnings its fit gives, (message, category)
 
     def end_epoch(self, loss, score, val_loss, progress, seconds):
         """Record one epoch; the stopping rule (scikit-learn's ``_update_no_improvement_count``):
@@ -472,9 +473,12 @@ def train(members, *, incremental=False):
                 if incremental:
                     done.append(row)
                 elif m.history.n_iter_ >= m.settings.max_iter:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({m.settings.max_iter}) "
-                        "reached and the optimization hasn't converged yet.", ConvergenceWarning)
+                    message = (f"Stochastic Optimizer: Maximum iterations ({m.settings.max_iter}) "
+                               "reached and the optimization hasn't converged yet.")
+                    if single:
+                        warnings.warn(message, ConvergenceWarning)
+                    else:  # given by the member's own fit, when the search replays it
+                        m.warnings.append((message, ConvergenceWarning))
                     done.append(row)
             elapsed = time.perf_counter() - tic
             for m in live:

@@ -29,10 +29,18 @@ import scipy.sparse as sp
 
 from . import _threads, callbacks
 
-# Phase 1 records here (a list) while it runs; phase 3 looks members up here (a dict).
-_CAPTURE = None
-_REGISTRY = None
+# Phase 1 records into its own thread's list (``_LOCAL.capture``) while it runs: fits in other
+# threads train as usual. Phase 3 looks members up in the registries (dicts) of the searches
+# running in this process; its fits may run in joblib's threads, and a member's key holds its
+# fit's parameters and data, so only the very same fit can find it.
+_LOCAL = threading.local()
+_REGISTRIES = []
 _LOCK = threading.Lock()
+
+
+def active():
+    """Whether a fit may be intercepted: this thread captures, or a fused search replays."""
+    return getattr(_LOCAL, "capture", None) is not None or bool(_REGISTRIES)
 
 
 def fusable_type(est):
@@ -40,34 +48,51 @@ def fusable_type(est):
     return type(est) in (MLPClassifier, MLPRegressor)
 
 
+def _hash(value):
+    """joblib's hash of ``value``, or None where it cannot be hashed (a parameter that does not
+    pickle, such as a local function): such a fit is not fused, and trains as usual."""
+    try:
+        return joblib.hash(value)
+    except Exception:  # noqa: BLE001 - pickling errors of any kind
+        return None
+
+
 def data_key(X, y, sample_weight):
-    return joblib.hash((X, y, sample_weight))
+    return _hash((X, y, sample_weight))
 
 
 def member_key(est, X, y, sample_weight, data=None):
     """What identifies a fit: the estimator's class and parameters, and its data (``data``: the
-    data's :func:`data_key`, when known)."""
+    data's :func:`data_key`, when known); None where they cannot be hashed."""
     if data is None:
         data = data_key(X, y, sample_weight)
-    return joblib.hash((type(est).__name__, est.get_params(deep=False), data))
+    params = _hash((type(est).__name__, est.get_params(deep=False)))
+    return None if data is None or params is None else _hash((params, data))
 
 
-def intercept(est, X, y, sample_weight):
+def intercept(est, X, y, sample_weight, fusable=True):
     """Called by ``fit`` of every sknn estimator while a fused search runs: the fitted estimator
-    when this fit has been trained already (or its error, raised), None to fit as usual."""
-    if _CAPTURE is not None and fusable_type(est):
-        _CAPTURE.append((est, X, y, sample_weight))
+    when this fit has been trained already (or its error, raised), None to fit as usual. While
+    this thread captures, a fit is recorded (when ``fusable``: a fit given its own validation
+    data is not) and not trained: the search trains it, or its replay does."""
+    capture = getattr(_LOCAL, "capture", None)
+    if capture is not None and fusable_type(est):
+        if fusable:
+            capture.append((est, X, y, sample_weight))
         return est
-    registry = _REGISTRY
-    if not registry or not fusable_type(est):
+    if not fusable or not _REGISTRIES or not fusable_type(est):
         return None
     key = member_key(est, X, y, sample_weight)
+    if key is None:
+        return None
     with _LOCK:
-        found = registry.get(key)
-        if found is None:
+        registry = next((r for r in _REGISTRIES if key in r), None)
+        if registry is None:
             return None
-        fitted, error, uses = found
-        registry[key] = (fitted, error, uses - 1)
+        fitted, error, uses, given = registry[key]
+        registry[key] = (fitted, error, uses - 1, given)
+    for message, category in given:  # the warnings its fit gave, as its own fit gives them
+        warnings.warn(message, category)
     if error is not None:
         raise copy.copy(error)
     params = est.get_params(deep=False)
@@ -84,24 +109,38 @@ def intercept(est, X, y, sample_weight):
 FUSE_MAX_WORK = 256 * 1024
 
 
+def fusable_params(est):
+    """Whether this MLP's parameters let it train inside a stack: a plain MLP trained by a
+    stochastic solver, with no per-epoch randomness of its own nor per-epoch output (training
+    controls that act per member each epoch run in ordinary fits)."""
+    return (fusable_type(est) and est.solver in ("adam", "sgd") and not est.dropout
+            and not est.batch_norm and est.checkpoint_path is None and not est.verbose
+            and est.scoring is None and est.learning_rate_schedule is None
+            and not callbacks.watched(est))
+
+
 def fusable(est, X):
-    """Whether this fit can train inside a stack: a plain MLP on dense data, trained by a
-    stochastic solver, with no per-epoch randomness of its own nor per-epoch output, and small
-    enough that batching it with others pays (see FUSE_MAX_WORK)."""
-    if not (est.solver in ("adam", "sgd") and not est.dropout and not est.batch_norm
-            and est.checkpoint_path is None and not est.verbose and not sp.issparse(X)):
-        return False
-    # Training controls that act per member each epoch run in ordinary fits.
-    if (est.scoring is not None or est.learning_rate_schedule is not None
-            or callbacks.watched(est)):
+    """Whether this fit can train inside a stack: :func:`fusable_params`, on dense data, and
+    small enough that batching it with others pays (see FUSE_MAX_WORK)."""
+    if not fusable_params(est) or sp.issparse(X):
         return False
     try:
         from ._base import hidden_layers
-        width = max([X.shape[1], *hidden_layers(est)])
-        batch = _batch_rows(est, X.shape[0])
+        n, d = _shape(X)
+        width = max([d, *hidden_layers(est)])
+        batch = _batch_rows(est, n)
     except (TypeError, ValueError, AttributeError, IndexError):
-        return True  # invalid parameters: the member's own checks will say so
+        return True  # invalid parameters or data: the member's own checks will say so
     return batch * width <= FUSE_MAX_WORK
+
+
+def _shape(X):
+    """(rows, features) of a fit's X: an array, a sparse matrix, a DataFrame or nested lists
+    (ValueError where it is not 2-D)."""
+    shape = X.shape if hasattr(X, "shape") else np.shape(X)
+    if len(shape) != 2:
+        raise ValueError(f"X has shape {shape}")
+    return shape
 
 
 def _batch_rows(est, n):
@@ -113,7 +152,8 @@ def _batch_rows(est, n):
 def _train_task(entries, fuse):
     """One joblib task: train ``entries`` [(key, est, X, y, sample_weight)], as stacks when
     ``fuse``, else one by one through their own ``fit``. Returns [(key, fitted or None, error,
-    seconds)]."""
+    seconds, warnings)], the warnings a stack's member's fit gives, to be given when the search
+    replays it (a fit alone gives its own as it trains)."""
     from . import _engine
     out = []
     if not fuse:
@@ -121,9 +161,9 @@ def _train_task(entries, fuse):
             tic = time.perf_counter()
             try:
                 est.fit(X, y, sample_weight=sw)
-                out.append((key, est, None, time.perf_counter() - tic))
+                out.append((key, est, None, time.perf_counter() - tic, []))
             except Exception as e:  # noqa: BLE001 - handed to the search's error_score
-                out.append((key, None, e, time.perf_counter() - tic))
+                out.append((key, None, e, time.perf_counter() - tic, []))
         return out
     groups = {}
     for key, est, X, y, sw in entries:
@@ -131,7 +171,7 @@ def _train_task(entries, fuse):
         try:
             member = est._prepare_fit(X, y, sw)
         except Exception as e:  # noqa: BLE001
-            out.append((key, None, e, time.perf_counter() - tic))
+            out.append((key, None, e, time.perf_counter() - tic, []))
             continue
         member.seconds = time.perf_counter() - tic
         groups.setdefault(_signature(member), []).append((key, est, member))
@@ -145,10 +185,10 @@ def _train_task(entries, fuse):
             members[0].error = e
         for key, est, member in group:
             if member.error is not None:
-                out.append((key, None, member.error, member.seconds))
+                out.append((key, None, member.error, member.seconds, member.warnings))
             else:
                 est._finish_fit(member)
-                out.append((key, est, None, member.seconds))
+                out.append((key, est, None, member.seconds, member.warnings))
     return out
 
 
@@ -165,10 +205,18 @@ def _signature(member):
 
 def _group_key(est, X, y):
     """A cheap guess, before any weights are drawn, of the stack a captured fit will join
-    (:func:`_signature` decides, inside the task)."""
+    (:func:`_signature` decides, inside the task). A fit whose parameters or data are not valid
+    gets a group of its own: it trains alone, and its own checks say what is wrong."""
+    try:
+        return _guess_group(est, X, y)
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return ("alone", id(est))
+
+
+def _guess_group(est, X, y):
     from sklearn.base import is_classifier
     from ._data import resolve_device
-    n, d = X.shape[0], (X.shape[1] if getattr(X, "ndim", 2) == 2 else -1)
+    n, d = _shape(X)
     if is_classifier(est):
         y_arr = np.asarray(y)
         target = ("multilabel", y_arr.shape[1]) if y_arr.ndim == 2 else (
@@ -195,16 +243,17 @@ def stack_nbytes(entries):
     from ._base import hidden_layers
     total = 0
     for _, est, X, y, _ in entries:
-        width = X.shape[1] + (np.shape(y)[1] if np.ndim(y) == 2 else 1) + 1
-        total += 2 * X.shape[0] * width * 8
         try:
+            n, d = _shape(X)
             hidden = hidden_layers(est)
-            batch = _batch_rows(est, X.shape[0])
-        except (TypeError, ValueError):  # the fit itself will say what is wrong
+            batch = _batch_rows(est, n)
+        except (TypeError, ValueError, AttributeError, IndexError):  # its fit will say why
             continue
+        width = d + (np.shape(y)[1] if np.ndim(y) == 2 else 1) + 1
+        total += 2 * n * width * 8
         outputs = (np.shape(y)[1] if np.ndim(y) == 2
                    else len(np.unique(y)) if is_classifier(est) else 1)
-        units = [X.shape[1], *hidden, outputs]
+        units = [d, *hidden, outputs]
         params = sum((a + 1) * b for a, b in zip(units[:-1], units[1:]))
         total += (4 * params + 2 * (2 * batch * sum(units[1:]) + params)) * 8
     return total
@@ -246,13 +295,12 @@ class FusedFits:
         from sklearn.base import clone
         from sklearn.utils.metaestimators import _safe_split
         from sklearn.utils.validation import _check_method_params
-        global _CAPTURE
         captured, where, seen = {}, {}, {}
         for c, params in enumerate(candidates):
             for s, (train, _) in enumerate(splits):
                 est = clone(estimator).set_params(**clone(params, safe=False))
-                if not fusable_type(_final_step(est)):
-                    continue
+                if not fusable_params(_final_step(est)):
+                    continue  # its replay trains it, as scikit-learn's search does
                 # The MLP's data depends on the fold and the steps before it only: candidates
                 # that differ in the MLP's parameters alone share it (the replay checks it).
                 prefix = (s, _prefix_key(est))
@@ -260,6 +308,8 @@ class FusedFits:
                     Xm, ym, sw, data = seen[prefix]
                     mlp = _final_step(est)
                     key = member_key(mlp, Xm, ym, sw, data)
+                    if key is None:
+                        continue
                     self.seconds[(c, s)] = 0.0
                     where.setdefault(key, []).append((c, s))
                     if key not in captured:
@@ -268,21 +318,22 @@ class FusedFits:
                 X_train, y_train = _safe_split(est, X, y, train)
                 kwargs = _check_method_params(X, params=fit_params, indices=train)
                 tic = time.perf_counter()
-                _CAPTURE = []
+                _LOCAL.capture = got = []
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         est.fit(X_train, y_train, **kwargs)
-                    got = _CAPTURE
                 except Exception:  # noqa: BLE001 - the replay meets the same error
                     got = []
                 finally:
-                    _CAPTURE = None
+                    _LOCAL.capture = None
                 if len(got) != 1:
                     continue
                 mlp, Xm, ym, sw = got[0]
                 data = data_key(Xm, ym, sw)
                 key = member_key(mlp, Xm, ym, sw, data)
+                if key is None:
+                    continue
                 if prefix[1] is not None:
                     seen[prefix] = (Xm, ym, sw, data)
                 self.seconds[(c, s)] = time.perf_counter() - tic
@@ -298,25 +349,26 @@ class FusedFits:
         parallel = joblib.Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)
         for out in parallel(joblib.delayed(_train_task)(entries, fuse)
                             for entries, fuse in tasks):
-            for key, fitted, error, seconds in out:
-                self.results[key] = (fitted, error, len(where[key]))
+            for key, fitted, error, seconds, given in out:
+                self.results[key] = (fitted, error, len(where[key]), given)
                 for pair in where[key]:
                     self.seconds[pair] = self.seconds.get(pair, 0.0) + seconds / len(where[key])
 
     def __enter__(self):
-        global _REGISTRY
-        _REGISTRY = self.results
+        with _LOCK:
+            _REGISTRIES.append(self.results)
         return self
 
     def __exit__(self, *exc):
-        global _REGISTRY
-        _REGISTRY = None
+        with _LOCK:
+            _REGISTRIES[:] = [r for r in _REGISTRIES if r is not self.results]
         return False
 
 
 def _prefix_key(est):
     """A hash of what comes before the MLP: the parameters of a flat Pipeline's other steps
-    ("" for a bare MLP), or None where that is not known (nested pipelines)."""
+    ("" for a bare MLP), or None where that is not known (nested pipelines, parameters that do
+    not pickle)."""
     from sklearn.pipeline import Pipeline
     if not isinstance(est, Pipeline):
         return ""
@@ -325,7 +377,7 @@ def _prefix_key(est):
         return None
     params = {k: v for k, v in est.get_params(deep=True).items()
               if k != "steps" and k != last and not k.startswith(last + "__")}
-    return joblib.hash(params)
+    return _hash(params)
 
 
 def _final_step(est):

@@ -12,8 +12,9 @@ from inspect import signature
 
 import joblib
 from sklearn import model_selection as _sk
-from sklearn.base import is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import _check_method_params, indexable
 
 from . import _fused
@@ -46,27 +47,61 @@ class _FusedSearchMixin:
         shape as stacks (see the module's docstring). Parameters as scikit-learn's
         ``fit``; ``cv_results_``'s fit times of fused fits are each fit's share of its stack's
         time plus its own steps outside the stack (see the README)."""
-        if not _fused.fusable_type(_fused._final_step(self.estimator)):
+        if (not _fused.fusable_type(_fused._final_step(self.estimator))
+                or self._callbacks_reach_fits()):
             return super().fit(X, y, **params)
+        self._validate_params()  # before any training, as scikit-learn's fit checks them
+        # In scikit-learn's order: the candidates are drawn before the splits (both may draw
+        # from one RandomState).
+        candidates = list(self._candidates())
+        if not any(_fused.fusable_params(_fused._final_step(
+                clone(self.estimator).set_params(**clone(c, safe=False)))) for c in candidates):
+            return self._search(X, y, params, candidates)  # none can fuse: scikit-learn's
         X, y = indexable(X, y)
         checked = _check_method_params(X, params=params)
         routed = self._get_routed_params_for_fit(checked)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
-        splits = list(cv.split(X, y, **routed.splitter.split))
-        candidates = list(self._candidates())
+        splits = _FixedSplits(list(cv.split(X, y, **routed.splitter.split)))
         fits = _fused.FusedFits()
         captured, where = fits.capture(self.estimator, X, y, routed.estimator.fit, candidates,
-                                       splits)
+                                       splits.splits)
         fits.train(captured, where, self.n_jobs, self.pre_dispatch)
-        pending = len(candidates) * len(splits) - sum(len(v) for v in where.values())
+        pending = len(candidates) * len(splits.splits) - sum(len(v) for v in where.values())
         backend = "threading" if pending and joblib.effective_n_jobs(self.n_jobs) > 1 else (
             "sequential")
-        self._fused_plan = (candidates, _FixedSplits(splits), fits.seconds)
+        self._fused_plan = (candidates, splits, fits.seconds)
+        # scikit-learn's search scores the splits trained on (``cv`` may be a generator, used
+        # up by now, or draw other splits when asked again)
+        given_cv, self.cv = self.cv, splits
         try:
             with fits, joblib.parallel_config(backend=backend):
                 return super().fit(X, y, **params)
         finally:
+            self.cv = given_cv
             del self._fused_plan
+
+    def _search(self, X, y, params, candidates):
+        """scikit-learn's search over ``candidates`` (drawn already), untouched otherwise."""
+        self._fused_plan = (candidates, None, {})
+        try:
+            return super().fit(X, y, **params)
+        finally:
+            del self._fused_plan
+
+    def _callbacks_reach_fits(self):
+        """Whether callbacks set on the search propagate down to the MLP's fits (scikit-learn's
+        auto-propagated callbacks, as deep as their ``max_propagation_depth``): those fits then
+        train as ordinary fits, so that the callbacks see each fit's epochs."""
+        try:
+            from sklearn.callback import AutoPropagatedCallback
+        except ImportError:  # scikit-learn < 1.9: no callbacks
+            return False
+        depth, est = 1, self.estimator
+        while isinstance(est, Pipeline):
+            depth, est = depth + 1, est.steps[-1][1]
+        return any(isinstance(cb, AutoPropagatedCallback)
+                   and (cb.max_propagation_depth is None or cb.max_propagation_depth >= depth)
+                   for cb in getattr(self, "_skl_callbacks", None) or ())
 
     def _fused_evaluate(self, evaluate_candidates):
         if self._fused_plan is None:
@@ -74,7 +109,7 @@ class _FusedSearchMixin:
         candidates, splits, _ = self._fused_plan
 
         def evaluate(candidate_params, cv=None, **kwargs):
-            return evaluate_candidates(candidates, cv=splits, **kwargs)
+            return evaluate_candidates(candidates, cv=cv if splits is None else splits, **kwargs)
         return evaluate
 
     if _TAKES_CALLBACKS:

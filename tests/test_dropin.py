@@ -234,7 +234,7 @@ def test_a_diverging_member_does_not_stop_its_stack(early_stopping):
                  for rate in (1.0, 1e-3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        out = dict((key, (fitted, error)) for key, fitted, error, _ in _fused._train_task(
+        out = dict((key, (fitted, error)) for key, fitted, error, *_ in _fused._train_task(
             [("bad", bad, X, y, None), ("good", good, X, y, None)], True))
         alone = clone(good).fit(X, y)
     fitted, error = out["good"]

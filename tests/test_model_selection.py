@@ -1,18 +1,20 @@
 """sknn.model_selection: fused searches give scikit-learn's search results, fit for fit."""
 
+import threading
 import warnings
 
 import numpy as np
 import pytest
+from joblib import Parallel, delayed
 from scipy.stats import loguniform
 from sklearn import model_selection as skms
 from sklearn.datasets import load_diabetes, load_digits, make_multilabel_classification
-from sklearn.exceptions import FitFailedWarning
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import make_scorer, recall_score
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from sknn import ConvNetClassifier, MLPClassifier, MLPRegressor, _engine
@@ -100,7 +102,7 @@ def test_members_are_the_models_their_own_fits_give(digits):
     out = {}
     for solver in ("adam", "sgd"):
         mine = [e for e in entries if e[1].solver == solver]
-        for key, fitted, error, _ in _fused._train_task(mine, fuse=True):
+        for key, fitted, error, _, _ in _fused._train_task(mine, fuse=True):
             assert error is None
             out[key] = fitted
     for i, g in enumerate(grid):
@@ -147,7 +149,7 @@ def test_float32_members_are_their_own_fits_bit_for_bit(digits, kind):
             for weighted in (False, True):
                 mine = [(i, e, Xn, yn, sw) for i, _, e, Xn, yn, sw in entries
                         if e.solver == solver and (sw is not None) == weighted]
-                for key, fitted, error, _ in _fused._train_task(mine, fuse=True):
+                for key, fitted, error, _, _ in _fused._train_task(mine, fuse=True):
                     assert error is None
                     out[key] = fitted
         for i, n, e, Xn, yn, sw in entries:
@@ -179,7 +181,7 @@ def test_float32_members_are_their_own_fits_on_two_threads(digits):
     entries = [(i, clone(est).set_params(learning_rate_init=lr), X[:n], y[:n], None)
                for i, (lr, n) in enumerate((lr, n) for lr in (1e-3, 0.1) for n in (600, 537))]
     with threadpool_limits(2):
-        out = {key: fitted for key, fitted, _, _ in _fused._train_task(entries, fuse=True)}
+        out = {key: fitted for key, fitted, *_ in _fused._train_task(entries, fuse=True)}
         refs = {i: clone(e).fit(Xn, yn) for i, e, Xn, yn, _ in entries}
     for i, ref in refs.items():
         assert out[i].loss_curve_ == ref.loss_curve_
@@ -405,7 +407,7 @@ def test_members_of_other_sizes_leave_the_stack_in_any_order(digits):
     base = MLPClassifier(hidden_layer_sizes=(8,), batch_size=50, random_state=0)
     entries = [(i, clone(base).set_params(max_iter=e), X[:n], y[:n], w[:n])
                for i, (n, e) in enumerate(sizes_and_epochs)]
-    out = {key: fitted for key, fitted, _, _ in _fused._train_task(entries, fuse=True)}
+    out = {key: fitted for key, fitted, *_ in _fused._train_task(entries, fuse=True)}
     for i, (n, e) in enumerate(sizes_and_epochs):
         ref = clone(base).set_params(max_iter=e).fit(X[:n], y[:n], sample_weight=w[:n])
         assert out[i].n_iter_ == e
@@ -459,5 +461,170 @@ def test_a_lone_member_that_diverges_gets_its_error(diabetes):
     X, y = diabetes
     est = MLPRegressor(solver="sgd", hidden_layer_sizes=(8,), max_iter=5, learning_rate_init=1e3,
                        random_state=0)
-    [(key, fitted, error, _)] = _fused._train_task([("k", est, X * 100, y * 100, None)], True)
+    [(key, fitted, error, _, _)] = _fused._train_task([("k", est, X * 100, y * 100, None)], True)
     assert fitted is None and isinstance(error, ValueError) and "diverged" in str(error)
+
+
+_FITTED_ELSEWHERE = []
+
+
+def _fit_in_another_thread(Z):
+    """A transformer's function (see below): fits an MLP in another thread, meanwhile."""
+    job = threading.Thread(target=lambda: _FITTED_ELSEWHERE.append(
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(Z, Z[:, 0] > 0)))
+    job.start()
+    job.join()
+    return Z
+
+
+def test_fits_in_other_threads_train_and_searches_run_side_by_side(digits):
+    """A search intercepts its own fits only: an MLP fitted in another thread while the search
+    captures its fits trains, and two searches in two threads give the results each gives
+    alone."""
+    X, y = digits
+    _FITTED_ELSEWHERE.clear()
+    est = make_pipeline(FunctionTransformer(_fit_in_another_thread),
+                        MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0))
+    GridSearchCV(est, {"mlpclassifier__learning_rate_init": [1e-3, 1e-2]}, cv=2).fit(X, y)
+    assert _FITTED_ELSEWHERE and all(hasattr(m, "coefs_") for m in _FITTED_ELSEWHERE)
+
+    def search(seed):
+        mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=seed)
+        return GridSearchCV(mlp, {"alpha": [1e-4, 1e-1]}, cv=3).fit(X, y)
+
+    together = Parallel(n_jobs=2, backend="threading")(delayed(search)(s) for s in (0, 1))
+    for seed, ours in zip((0, 1), together):
+        assert_same_search(ours, search(seed), atol=0)
+
+
+def test_parameters_that_do_not_pickle_are_searched_as_sklearn_searches(digits):
+    X, y = digits
+    est = make_pipeline(FunctionTransformer(lambda Z: Z * 2),
+                        MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0))
+    ours, ref = both("GridSearchCV", est, {"mlpclassifier__alpha": [1e-4, 1e-1]}, X, y, cv=2)
+    assert_same_search(ours, ref, atol=0)
+
+
+def test_list_input_generator_cv_and_shared_random_state_as_sklearn(digits, stacks):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    grid = {"alpha": [1e-4, 1e-1]}
+    ours, ref = both("GridSearchCV", est, grid, X.tolist(), list(y), cv=2)
+    assert_same_search(ours, ref, atol=0)
+    assert stacks  # the lists' fits were fused
+    ours = GridSearchCV(est, grid, cv=KFold(3).split(X)).fit(X, y)  # a generator: used once
+    assert_same_search(ours, skms.GridSearchCV(est, grid, cv=list(KFold(3).split(X))).fit(X, y))
+    # One RandomState for the sampler and the splitter: drawn in scikit-learn's order
+    runs = [search(est, {"alpha": loguniform(1e-5, 1e-1)}, n_iter=3, random_state=rs,
+                   cv=KFold(3, shuffle=True, random_state=rs)).fit(X, y)
+            for search, rs in ((RandomizedSearchCV, np.random.RandomState(0)),
+                               (skms.RandomizedSearchCV, np.random.RandomState(0)))]
+    assert_same_search(*runs, atol=0)
+
+
+def test_search_parameters_are_checked_before_any_fit(digits, stacks):
+    from sklearn.utils._param_validation import InvalidParameterError
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3)
+    for bad in (dict(error_score="bogus"), dict(n_jobs="two"), dict(cv="bad"),
+                dict(return_train_score="x")):
+        with pytest.raises(InvalidParameterError):
+            GridSearchCV(est, {"alpha": [1e-4, 1e-1]}, **bad).fit(X, y)
+    assert stacks == []
+
+
+def test_invalid_candidates_and_warnings_as_errors_get_error_score(digits, stacks):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    for grid in ({"batch_size": [32, "bad", None]},
+                 {"early_stopping": [True], "validation_fraction": [0.1, None]}):
+        with pytest.warns(FitFailedWarning):
+            ours, ref = both("GridSearchCV", est, grid, X, y, cv=2)
+        assert_same_search(ours, ref, atol=0)
+    # A fit whose ConvergenceWarning is an error fails, and only that fit: as in
+    # scikit-learn's search, where each fit raises its own warning
+    grid = {"alpha": [1e-4, 1e-2], "tol": [1e-9, 10.0]}  # stops in 3 epochs at tol=10
+    est.set_params(max_iter=6, n_iter_no_change=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        warnings.simplefilter("ignore", FitFailedWarning)
+        ours, ref = both("GridSearchCV", est, grid, X, y, cv=2, refit=False)
+    assert_same_search(ours, ref, atol=0)
+    assert np.isnan(ours.cv_results_["mean_test_score"]).sum() == 2
+    assert stacks
+
+
+def test_fits_given_validation_data_train_once(digits, monkeypatch):
+    from sknn import _base
+    X, y = digits
+    calls, fit = [], _base.BaseNeuralNetwork._fit
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(_base.BaseNeuralNetwork, "_fit", counted)
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    GridSearchCV(est, {"alpha": [1e-4, 1e-1]}, cv=2).fit(X, y, X_val=X[:50], y_val=y[:50])
+    assert len(calls) == 2 * 2 + 1  # each (candidate, fold), then the refit
+
+
+def test_callbacks_that_reach_the_fits_see_every_fit_and_epoch(digits, stacks):
+    """A callback set on the search that propagates down to the MLP's fits sees each fit and
+    each of its epochs, as in scikit-learn's search; one that stops above them lets the fits
+    fuse."""
+    callback = pytest.importorskip("sklearn.callback")
+    from collections import Counter
+    X, y = digits
+
+    class Record:
+        def __init__(self, depth):
+            self.max_propagation_depth, self.log = depth, []
+
+        def setup(self, estimator, context):
+            pass
+
+        def teardown(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context, **kwargs):
+            self.log.append((type(estimator).__name__, context.task_name))
+
+        def on_fit_task_end(self, estimator, context, **kwargs):
+            return False
+
+    assert isinstance(Record(None), callback.AutoPropagatedCallback)
+    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=3,
+                                                        random_state=0))
+    grid = {"mlpclassifier__alpha": [1e-4, 1e-2]}
+    for depth, fused in ((None, False), (2, False), (1, True)):
+        stacks.clear()
+        logs = [search(est, grid, cv=2).set_callbacks(Record(depth)).fit(X, y)._skl_callbacks[0].log
+                for search in (GridSearchCV, skms.GridSearchCV)]
+        assert Counter(logs[0]) == Counter(logs[1])
+        assert bool(stacks) == fused
+
+
+def test_a_search_where_no_candidate_can_fuse_is_sklearns_untouched(digits, stacks):
+    """No capture pass: a Pipeline's other steps are fitted as often as in scikit-learn's
+    search, and a RandomState's draws are scikit-learn's."""
+    X, y = digits
+    fits = []
+
+    class Counted(StandardScaler):
+        def fit(self, X, y=None, sample_weight=None):
+            fits.append(1)
+            return super().fit(X, y, sample_weight)
+
+    est = make_pipeline(Counted(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=3,
+                                                 solver="lbfgs", random_state=0))
+    grid = {"mlpclassifier__alpha": loguniform(1e-5, 1e-1)}
+    runs = []
+    for search in (RandomizedSearchCV, skms.RandomizedSearchCV):
+        fits.clear()
+        runs.append(search(est, grid, n_iter=2, cv=2,
+                           random_state=np.random.RandomState(0)).fit(X, y))
+        runs.append(len(fits))
+    assert runs[1] == runs[3] == 2 * 2 + 1
+    assert_same_search(runs[0], runs[2], atol=0)
+    assert stacks == []
