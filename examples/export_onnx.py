@@ -5,6 +5,9 @@ ONNX Runtime: no Python, torch or sknn needed where the model is served.
     python examples/export_onnx.py
 """
 
+import os
+import tempfile
+
 import numpy as np
 import onnxruntime as rt
 from sklearn.datasets import load_digits
@@ -23,10 +26,12 @@ pipe.fit(X_train, y_train)
 
 # skl2onnx.to_onnx(pipe, X_train[:1]) does the same once sknn.onnx is imported
 onx = sknn.onnx.to_onnx(pipe, X_train[:1], options={"zipmap": False})
-with open("digits_mlp.onnx", "wb") as f:
+path = os.path.join(tempfile.mkdtemp(), "digits_mlp.onnx")  # the file a server would load
+with open(path, "wb") as f:
     f.write(onx.SerializeToString())
+print(f"saved {path}")
 
-sess = rt.InferenceSession("digits_mlp.onnx", providers=["CPUExecutionProvider"])
+sess = rt.InferenceSession(path, providers=["CPUExecutionProvider"])
 labels, proba = sess.run(None, {"X": X_test})
 print(f"ONNX Runtime test accuracy: {np.mean(labels == y_test):.4f} "
       f"(sknn: {pipe.score(X_test, y_test):.4f})")

@@ -19,7 +19,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from . import _engine, _fused, _predict, _threads, callbacks, schedules
 from ._data import TrainingData, resolve_device
-from .nn import SigmoidCrossEntropy, SoftmaxCrossEntropy
+from .nn import SigmoidCrossEntropy, SoftmaxCrossEntropy, set_activation
 
 _PLAIN_ARRAYS = (np.ndarray, np.memmap)
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -61,8 +61,9 @@ def check_param(est, name, *, options=(), kind=None, low=None, high=None, low_op
         if options:
             expected += f" or one of {sorted(options)}"
         raise InvalidParameterError(f"{where} must be {expected}, got {value!r}.")
-    too_low = low is not None and (value < low or (low_open and value == low))
-    too_high = high is not None and (value > high or (high_open and value == high))
+    # An open bound at infinity, as scikit-learn's Interval: inf is never a valid setting
+    too_low = value == -np.inf if low is None else (value < low or (low_open and value == low))
+    too_high = value == np.inf if high is None else (value > high or (high_open and value == high))
     if too_low or too_high or value != value:
         lo = "(-inf" if low is None else ("(" if low_open else "[") + str(low)
         hi = "inf)" if high is None else str(high) + (")" if high_open else "]")
@@ -259,6 +260,9 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
         Y, loss, n_outputs = self._encode_targets(y, first_pass, incremental)
         if first_pass:
             self.n_outputs_ = n_outputs
+        elif n_outputs != self.n_outputs_:
+            raise ValueError(f"y has {n_outputs} output(s), but the network was fitted with "
+                             f"{self.n_outputs_}: fit it anew (warm_start=False) to change them.")
         self._loss = loss  # its link turns the network's output into predictions
         given = self._check_validation_data(*(validation_data or (None, None, None)))
         if task is not None:
@@ -291,6 +295,16 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
                 self.learning_rate_curve_ = []
         elif next(self.module_.parameters()).device != device:
             self._move_to(device)
+        if not first_pass:
+            # A continued fit (warm_start, partial_fit) keeps its weights, but trains with the
+            # settings that shape no weight as they are set now (scikit-learn's MLP reads its
+            # activation anew)
+            set_activation(self.module_, self.activation)
+            self.module_.dropout = float(self.dropout)
+            for name in ("augment_shift", "augment_flip"):
+                if hasattr(self.module_, name):
+                    setattr(self.module_, name, type(getattr(self.module_, name))(
+                        getattr(self, name)))
         self.device_ = device
         dtype = next(self.module_.parameters()).dtype
 
@@ -585,6 +599,12 @@ class NeuralNetClassifierMixin:
         if not (cw is None or isinstance(cw, dict) or (isinstance(cw, str) and cw == "balanced")):
             raise InvalidParameterError(
                 f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
+        if isinstance(cw, dict):
+            bad = {k: v for k, v in cw.items() if not (_is_real(v) and 0 <= v < np.inf)}
+            if bad:
+                raise InvalidParameterError(
+                    f"class_weight's weights must be finite numbers >= 0 (as sample weights); "
+                    f"got {bad!r}.")
 
     def _predict(self, X, check_input=True):
         return self._labels(self._output(X, check_input=check_input))

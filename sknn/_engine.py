@@ -23,6 +23,7 @@ scikit-learn.
 import functools
 import os
 import pickle
+import struct
 import sys
 import time
 import warnings
@@ -341,6 +342,14 @@ class Checkpoint:
 
     def __init__(self, path, fingerprint, hint=""):
         self.path, self.fingerprint, self.hint = os.fspath(path), fingerprint, hint
+        # Checked before any epoch: where the file cannot be written, say so now
+        if os.path.isdir(self.path):
+            raise ValueError(f"checkpoint_path {self.path!r} is a directory; give the path of a "
+                             "file (it need not exist yet).")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint_path {self.path!r}: its folder {folder!r} does not "
+                             "exist.")
 
     def save(self, member):
         name, keys, pos, has_gauss, cached_gaussian = member.rng.get_state()
@@ -367,8 +376,9 @@ class Checkpoint:
                  "torch.load(weights_only=True)): delete it to start the fit afresh.")
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        # UnpicklingError: a global weights_only refuses; EOFError, KeyError: no torch.save file
-        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as err:
+        # UnpicklingError: a global weights_only refuses; the others: no torch.save file
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
+                struct.error, OSError) as err:
             raise ValueError(older) from err
         if not isinstance(state, dict) or "version" not in state:
             raise ValueError(older)

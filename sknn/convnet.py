@@ -1,5 +1,7 @@
 """ConvNetClassifier: a convolutional network for image arrays, as a scikit-learn classifier."""
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -14,6 +16,7 @@ from ._data import to_images
 from .nn import ConvNet, reset_parameters
 
 _IMAGE_DTYPES = (np.float64, np.float32, np.uint8)
+_UNIT = 1.01  # pixels up to this are in [0, 1]
 
 
 class ConvNetClassifier(NeuralNetClassifierMixin, ClassifierMixin, BaseNeuralNetwork):
@@ -192,10 +195,20 @@ n_features_in_, module_, device_
                 if hasattr(self, "feature_names_in_"):
                     del self.feature_names_in_
         images = to_images(X, self.image_shape, self.data_format, convert)
+        # The largest pixel value as the network sees it (uint8 scaled to [0, 1])
+        top = float(X.max()) / (255 if X.dtype == np.uint8 else 1) if X.size else 0.0
         if reset:
             self.image_shape_ = tuple(images.shape[1:])
+            self._pixel_max = top
         else:
             self._check_image_shape(images.shape[1:])
+            fitted = getattr(self, "_pixel_max", None)
+            if fitted is not None and (fitted <= _UNIT) != (top <= _UNIT):
+                warnings.warn(
+                    f"X's pixels reach {top:g} as the network sees them (uint8 is scaled to "
+                    f"[0, 1], other dtypes are used as they are), but the images it was fitted "
+                    f"on reached {fitted:g}: give pixels as at fit (the same dtype, or divide "
+                    "by 255).")
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return images, y

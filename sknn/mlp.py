@@ -1,6 +1,7 @@
 """MLPClassifier and MLPRegressor: scikit-learn's multi-layer perceptrons, trained by PyTorch."""
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
@@ -149,11 +150,12 @@ _ATTRIBUTES = """
         Number of training samples seen by the solver.
     coefs_ : list of ndarray
         Weight matrices; ``coefs_[i]`` has shape ``(units in layer i, units in layer i + 1)``.
-        Copies: assigning a list of arrays of these shapes to a fitted estimator's ``coefs_``
-        loads them into its network (changing one array of the list does not).
+        They are the network's, as scikit-learn's arrays are its model: on the CPU each array
+        shares the memory of its layer's weights, so that changing it in place changes the
+        network (on a GPU they are read-only copies). Assigning an array to ``coefs_[i]``, or
+        a list of arrays of these shapes to ``coefs_``, loads them into the network.
     intercepts_ : list of ndarray
-        Bias vectors; ``intercepts_[i]`` has ``units in layer i + 1`` entries. Assignable as
-        ``coefs_``.
+        Bias vectors; ``intercepts_[i]`` has ``units in layer i + 1`` entries. As ``coefs_``.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -193,7 +195,7 @@ class _MLPMixin:
 
     @property
     def coefs_(self):
-        return [w.detach().cpu().numpy().copy() for w in self.module_.weights]
+        return _LayerArrays(self, "coefs_", self.module_.weights)
 
     @coefs_.setter
     def coefs_(self, values):
@@ -201,7 +203,7 @@ class _MLPMixin:
 
     @property
     def intercepts_(self):
-        return [b.detach().cpu().numpy().copy() for b in self.module_.biases]
+        return _LayerArrays(self, "intercepts_", self.module_.biases)
 
     @intercepts_.setter
     def intercepts_(self, values):
@@ -244,6 +246,33 @@ class _MLPMixin:
     @property
     def n_layers_(self):
         return len(self.module_.weights) + 1
+
+
+class _LayerArrays(list):
+    """A fitted MLP's ``coefs_`` or ``intercepts_``: one array per layer, each sharing the memory
+    of its parameter where that lives on the CPU (read-only copies elsewhere). Setting an item
+    loads an array into that layer, as assigning the whole list does."""
+
+    def __init__(self, owner, name, params):
+        super().__init__(_layer_array(p) for p in params)
+        self._owner, self._name = owner, name
+
+    def __setitem__(self, index, value):
+        values = list(self)
+        values[index] = value
+        setattr(self._owner, self._name, values)  # checked, then copied into the network
+        super().__setitem__(slice(None), getattr(self._owner, self._name))
+
+    def __reduce__(self):  # pickled as the plain list of arrays it is
+        return list, (list(self),)
+
+
+def _layer_array(param):
+    if param.device.type == "cpu":
+        return param.detach().numpy()
+    array = param.detach().cpu().numpy()
+    array.flags.writeable = False
+    return array
 
 
 class MLPClassifier(NeuralNetClassifierMixin, ClassifierMixin, _MLPMixin, BaseNeuralNetwork):
@@ -388,7 +417,9 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
         check_param(self, "loss", options={"squared_error", "poisson"})
 
     def _outputs(self, y, name="y"):
-        """Targets as a 2-D float array, checked for the loss."""
+        """Targets as a 2-D float array, checked for the loss (sparse targets made dense)."""
+        if sp.issparse(y):
+            y = y.toarray()
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         if Y.dtype.kind != "f":  # bool or int targets: regression runs on floats
             Y = Y.astype(np.float64)

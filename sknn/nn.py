@@ -391,6 +391,14 @@ class _Activation(nn.Module):
         return ACTIVATIONS[self.name](x)
 
 
+def set_activation(module, name):
+    """Make ``module`` (an :class:`MLP` or :class:`ConvNet`) compute activation ``name``."""
+    module.activation = name
+    for block in module.modules():
+        if isinstance(block, _Activation):
+            block.name = name
+
+
 # Losses on the network's raw output ``z``. ``__call__`` returns the sum over samples of the
 # per-sample loss (weighted by ``w`` when given), for autograd. Each pairs its output activation
 # (``link``) with its canonical loss, so the gradient with respect to ``z`` is simply

@@ -57,6 +57,21 @@ def lite0_to_timm(state_dict):
     return renamed
 
 
+def _read_weights(path):
+    """The state dict in the file ``path``, or a ValueError that says what is wrong with it."""
+    if not os.path.exists(path):
+        raise ValueError(f"weights={path!r}: no such file.")
+    if os.path.isdir(path):
+        raise ValueError(f"weights={path!r} is a directory: give the weights file in it.")
+    try:
+        return _load_weights_file(path)
+    except Exception as e:  # noqa: BLE001 - whatever the file is, say it is not weights
+        raise ValueError(
+            f"weights={path!r} is not a weights file sknn reads: a state dict saved by "
+            "torch.save (read as data, weights_only=True) or a .safetensors file "
+            f"({type(e).__name__}: {e}).") from None
+
+
 @functools.lru_cache(maxsize=2)
 def _load_weights_file(path):
     if str(path).endswith(".safetensors"):
@@ -110,7 +125,11 @@ def load_backbone(model, weights):
     if isinstance(model, torch.nn.Module):
         model = copy.deepcopy(model)  # fit must leave the model parameter as it was
         if weights not in ("default", None):
-            model.load_state_dict(_load_weights_file(weights))
+            state = _read_weights(weights)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(f"weights={weights!r} do not fit the module: {e}") from None
         return model.eval(), dict(input_size=None, mean=None, std=None, interpolation="bilinear")
     timm = _import_timm()
     config = dict(_LITE0) if model == "efficientnet_lite0" else None
@@ -140,10 +159,9 @@ def load_backbone(model, weights):
                     f"network access: timm.create_model({model!r}, pretrained=True).")
         weights = path
     if weights is not None:
-        if not os.path.exists(weights):
-            raise ValueError(f"weights={weights!r}: no such file.")
+        state = _read_weights(weights)
         try:
-            module.load_state_dict(_load_weights_file(weights))
+            module.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"weights={weights!r} do not fit model {model!r}: {e}") from None
     return module.eval(), config
@@ -294,6 +312,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         if reset:  # what an earlier fit saw; set again below where X has it
             for name in ("n_features_in_", "feature_names_in_"):
                 self.__dict__.pop(name, None)
+        if getattr(X, "ndim", 0) == 1 and getattr(X, "dtype", None) == object or (
+                getattr(X, "ndim", 0) == 1 and getattr(X, "dtype", np.float64).kind in "US"):
+            X = list(X)  # file paths (or PIL images) in an array or a pandas Series
         if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (list, tuple, np.ndarray,
                                                                       float, int, np.number)):
             return [self._check_channels(to_images(img[None], None, "channels_last", False))

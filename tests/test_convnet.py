@@ -1,6 +1,7 @@
 """ConvNetClassifier: image layouts, geometry, the classifier API, bad input."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -255,3 +256,19 @@ def test_predictions_do_not_depend_on_the_batch_across_the_inference_chunks(monk
                                   whole)
     features = clf.transform(X)
     np.testing.assert_array_equal(clf.transform(X[4090:4100]), features[4090:4100])
+
+
+def test_pixels_given_otherwise_than_at_fit_are_warned_about():
+    """uint8 pixels are scaled to [0, 1], other dtypes used as they are: the same pixels as
+    int64 would reach the network 255 times as large."""
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (40, 8, 8)).astype(np.uint8)
+    y = np.arange(40) % 2
+    clf = ConvNetClassifier(conv_layers=(2,), hidden_layer_sizes=(4,), max_iter=1,
+                            random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.predict(X)
+        clf.predict(X / 255.0)  # the same pixels, scaled: as at fit
+    with pytest.warns(UserWarning, match="pixels reach 255 .* fitted on reached 1"):
+        clf.predict(X.astype(np.int64))

@@ -246,3 +246,47 @@ def test_a_diverging_member_does_not_stop_its_stack(early_stopping):
         assert np.isfinite(fitted.predict(X)).all()
     else:
         assert fitted is None and str(error).startswith(SKLEARN_NONFINITE)
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_a_continued_fit_takes_the_activation_set_now(how):
+    """scikit-learn's MLP reads its activation at every pass: a warm-started fit or a
+    partial_fit after set_params(activation=...) trains and predicts with the new one."""
+    from sklearn.datasets import load_iris
+    X, y = load_iris(return_X_y=True)
+    probas = []
+    for Est in (MLPClassifier, SkMLPClassifier):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            m = Est(hidden_layer_sizes=(5,), max_iter=5, random_state=0,
+                    warm_start=how == "warm_start").fit(X, y)
+            m.set_params(activation="tanh")
+            m.fit(X, y) if how == "warm_start" else m.partial_fit(X, y)
+        probas.append(m.predict_proba(X))
+    np.testing.assert_allclose(*probas, atol=1e-12)
+
+
+def test_a_continued_fit_with_other_outputs_says_so():
+    est, X = _fitted(MLPRegressor)
+    with pytest.raises(ValueError, match="y has 2 output"):
+        est.partial_fit(X, np.c_[X[:, 0], X[:, 1]])
+    with pytest.raises(ValueError, match="y has 2 output"):
+        est.set_params(warm_start=True).fit(X, np.c_[X[:, 0], X[:, 1]])
+
+
+def test_coefs_edited_in_place_change_the_network():
+    """scikit-learn's idiom for pruning a unit: its arrays are the model, and so are sknn's."""
+    est, X = _fitted()
+    before = est.predict_proba(X)
+    est.coefs_[0][:, 0] = 0  # the first hidden unit gets no input...
+    est.intercepts_[0][0] = 0  # ...nor bias
+    assert not est.coefs_[0][:, 0].any() and est.intercepts_[0][0] == 0
+    coefs, intercepts = est.coefs_, est.intercepts_
+    want = _forward(coefs, intercepts, X, lambda z: np.exp(z - z.max(1, keepdims=True)))
+    np.testing.assert_allclose(est.predict_proba(X), want / want.sum(1, keepdims=True),
+                               rtol=1e-12)
+    assert not np.allclose(est.predict_proba(X), before)
+    est.coefs_[1] = np.zeros_like(coefs[1])  # setting an item loads it
+    assert not est.coefs_[1].any()
+    with pytest.raises(ValueError, match=r"coefs_\[1\] .* must have shape"):
+        est.coefs_[1] = np.zeros((2, 2))

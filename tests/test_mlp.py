@@ -566,6 +566,16 @@ def test_bad_input_raises_clear_errors(iris, Est):
     (dict(random_state=-1), ValueError, "random_state"),
     (dict(class_weight=np.array([1.0, 2.0, 3.0])), ValueError, "class_weight"),
     (dict(dropout=0.5, solver="lbfgs"), ValueError, "dropout=0.5 with solver='lbfgs'"),
+    # infinity is no setting, as in scikit-learn's parameter checks
+    (dict(alpha=np.inf), ValueError, r"alpha must be in the range \[0, inf\)"),
+    (dict(tol=np.inf), ValueError, "tol"),
+    (dict(learning_rate_init=np.inf), ValueError, "learning_rate_init"),
+    (dict(epsilon=np.inf), ValueError, "epsilon"),
+    (dict(class_weight={0: np.nan}), ValueError, "class_weight's weights must be finite"),
+    (dict(class_weight={0: -1.0}), ValueError, "class_weight's weights must be finite"),
+    (dict(checkpoint_path="."), ValueError, "is a directory"),
+    (dict(checkpoint_path=os.path.join("no", "such", "folder", "f.ckpt")), ValueError,
+     "does not exist"),
 ])
 def test_invalid_parameters(iris, params, error, match):
     X, y = iris
@@ -733,3 +743,20 @@ def test_checkpoint_refusal_explains_an_unseeded_early_stopping_split(digits, tm
     monkeypatch.undo()
     with pytest.raises(ValueError, match="set random_state"):
         MLPClassifier(**kw).fit(X, y)
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_by_name(iris, tmp_path):
+    X, y = iris
+    path = tmp_path / "junk.ckpt"
+    path.write_text("junk")
+    with pytest.raises(ValueError, match="junk.ckpt.*not a checkpoint"):
+        MLPClassifier(max_iter=2, checkpoint_path=path).fit(X, y)
+
+
+def test_sparse_regression_targets_are_its_dense_targets():
+    rng = np.random.RandomState(0)
+    X = rng.randn(50, 3)
+    Y = np.c_[X[:, 0], X[:, 1] > 0]
+    fit = lambda y: MLPRegressor(max_iter=3, random_state=0).fit(X, y).predict(X)  # noqa: E731
+    with pytest.warns(Warning):  # the ConvergenceWarning of max_iter=3
+        np.testing.assert_array_equal(fit(sp.csr_matrix(Y)), fit(Y))

@@ -73,6 +73,8 @@ def test_image_files_and_pil_images(extractor, photos, tmp_path):
         Image.fromarray(photos[i]).save(paths[-1])
     ref = extractor.transform(photos)
     np.testing.assert_allclose(extractor.transform(paths), ref, atol=1e-5)
+    for column in (np.array(paths), np.array(paths, dtype=object)):  # e.g. a DataFrame's column
+        np.testing.assert_allclose(extractor.transform(column), ref, atol=1e-5)
     pil = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
     cat, coffee = imagenet_top1(extractor.transform(pil))  # full-size photos, two sizes
     assert cat in CAT_CLASSES and coffee == ESPRESSO
@@ -285,3 +287,15 @@ def test_unpooled_features_need_images_of_the_fitted_size(small):
     with pytest.raises(ValueError, match="fitted on 40x48: with pooling=None"):
         fe.transform(small[:, :32, :32])
     assert own().fit(small).transform(small[:, :32, :32]).shape == (3, 2)  # pooled: any size
+
+
+def test_weights_that_are_no_weights_file_say_so(small, tmp_path):
+    (tmp_path / "image.png").write_bytes(b"\x89PNG not weights")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "linear.pth")
+    for weights, match in ((tmp_path, "is a directory"), (tmp_path / "image.png", "not a weights"),
+                           (tmp_path / "none.pth", "no such file"),
+                           (tmp_path / "linear.pth", "do not fit the module")):
+        with pytest.raises(ValueError, match=match):
+            own(weights=str(weights)).fit(small)
+    with pytest.raises(ValueError, match="is a directory"):
+        PretrainedFeatureExtractor(weights=str(tmp_path)).fit(small)
