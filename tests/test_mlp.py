@@ -569,7 +569,7 @@ def test_bad_input_raises_clear_errors(iris, Est):
     # infinity is no setting, as in scikit-learn's parameter checks
     (dict(alpha=np.inf), ValueError, r"alpha must be in the range \[0, inf\)"),
     (dict(tol=np.inf), ValueError, "tol"),
-    (dict(learning_rate_init=np.inf), ValueError, "learning_rate_init"),
+    (dict(learning_rate_init=np.inf), ValueError, "learning_rate_init must be in the range"),
     (dict(epsilon=np.inf), ValueError, "epsilon"),
     (dict(class_weight={0: np.nan}), ValueError, "class_weight's weights must be finite"),
     (dict(class_weight={0: -1.0}), ValueError, "class_weight's weights must be finite"),
