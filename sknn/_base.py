@@ -8,6 +8,7 @@ import warnings
 
 import joblib
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, is_classifier
 from sklearn.model_selection import train_test_split
@@ -295,16 +296,6 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
                 self.learning_rate_curve_ = []
         elif next(self.module_.parameters()).device != device:
             self._move_to(device)
-        if not first_pass:
-            # A continued fit (warm_start, partial_fit) keeps its weights, but trains with the
-            # settings that shape no weight as they are set now (scikit-learn's MLP reads its
-            # activation anew)
-            set_activation(self.module_, self.activation)
-            self.module_.dropout = float(self.dropout)
-            for name in ("augment_shift", "augment_flip"):
-                if hasattr(self.module_, name):
-                    setattr(self.module_, name, type(getattr(self.module_, name))(
-                        getattr(self, name)))
         self.device_ = device
         dtype = next(self.module_.parameters()).dtype
 
@@ -314,6 +305,7 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
             generator.manual_seed(int(self._random_state.randint(np.iinfo(np.int32).max)))
 
         if self.solver == "lbfgs":
+            self._continue_with_settings(first_pass)
             _engine.fit_lbfgs(self, self.module_, loss, TrainingData(X, Y, weight, device, dtype),
                               task)
             return None
@@ -352,11 +344,25 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
         schedule = schedules.start(self.learning_rate_schedule, int(self.max_iter))
         if schedule is not None and incremental and getattr(self, "_lr_schedule_state", None):
             schedule.load_state_dict(self._lr_schedule_state)  # partial_fit: continue it
+        self._continue_with_settings(first_pass)
         return _engine.Member(self.module_, loss, data,
                               _engine.TrainSettings.from_estimator(self, data.n_samples), history,
                               self._random_state, generator=generator, validation=validation,
                               optimizer=optimizer, checkpoint=checkpoint, schedule=schedule,
                               hooks=task)
+
+    def _continue_with_settings(self, first_pass):
+        """A continued fit (warm_start, partial_fit) keeps its weights, but trains with the
+        settings that shape no weight as they are set now (scikit-learn's MLP reads its
+        activation anew). Called once every check of the fit has passed."""
+        if first_pass:
+            return
+        set_activation(self.module_, self.activation)
+        self.module_.dropout = float(self.dropout)
+        for name in ("augment_shift", "augment_flip"):
+            if hasattr(self.module_, name):
+                setattr(self.module_, name, type(getattr(self.module_, name))(
+                    getattr(self, name)))
 
     def _finish_fit(self, member):
         """Copy a trained member's record and solver state onto the fitted attributes."""
@@ -396,6 +402,8 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), y_numeric=not self._is_clf(),
                              reset=reset)
+        if sp.issparse(y) and not self._is_clf():  # regression targets: their dense values
+            y = y.toarray()
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
@@ -600,7 +608,8 @@ class NeuralNetClassifierMixin:
             raise InvalidParameterError(
                 f"class_weight must be None, 'balanced' or a dict, got {cw!r}.")
         if isinstance(cw, dict):
-            bad = {k: v for k, v in cw.items() if not (_is_real(v) and 0 <= v < np.inf)}
+            bad = {k: v for k, v in cw.items()
+                   if not (isinstance(v, numbers.Real) and 0 <= v < np.inf)}
             if bad:
                 raise InvalidParameterError(
                     f"class_weight's weights must be finite numbers >= 0 (as sample weights); "

@@ -378,7 +378,7 @@ class Checkpoint:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         # UnpicklingError: a global weights_only refuses; the others: no torch.save file
         except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
-                struct.error, OSError) as err:
+                struct.error) as err:
             raise ValueError(older) from err
         if not isinstance(state, dict) or "version" not in state:
             raise ValueError(older)

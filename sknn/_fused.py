@@ -318,15 +318,14 @@ class FusedFits:
                 X_train, y_train = _safe_split(est, X, y, train)
                 kwargs = _check_method_params(X, params=fit_params, indices=train)
                 tic = time.perf_counter()
+                outer = getattr(_LOCAL, "capture", None)  # a search within a captured fit
                 _LOCAL.capture = got = []
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        est.fit(X_train, y_train, **kwargs)
+                try:  # warnings' filters are global: left as they are (another thread's)
+                    est.fit(X_train, y_train, **kwargs)
                 except Exception:  # noqa: BLE001 - the replay meets the same error
                     got = []
                 finally:
-                    _LOCAL.capture = None
+                    _LOCAL.capture = outer
                 if len(got) != 1:
                     continue
                 mlp, Xm, ym, sw = got[0]
@@ -344,11 +343,11 @@ class FusedFits:
 
     def train(self, captured, where, n_jobs, pre_dispatch="2*n_jobs"):
         """Phase 2: the stacks and lone fits as joblib tasks."""
-        n_workers = joblib.effective_n_jobs(n_jobs)
+        from sklearn.utils.parallel import Parallel, delayed  # the caller's config and
+        n_workers = joblib.effective_n_jobs(n_jobs)           # warning filters reach the workers
         tasks = plan_tasks(captured, n_workers)
-        parallel = joblib.Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)
-        for out in parallel(joblib.delayed(_train_task)(entries, fuse)
-                            for entries, fuse in tasks):
+        parallel = Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+        for out in parallel(delayed(_train_task)(entries, fuse) for entries, fuse in tasks):
             for key, fitted, error, seconds, given in out:
                 self.results[key] = (fitted, error, len(where[key]), given)
                 for pair in where[key]:

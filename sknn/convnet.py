@@ -195,23 +195,31 @@ n_features_in_, module_, device_
                 if hasattr(self, "feature_names_in_"):
                     del self.feature_names_in_
         images = to_images(X, self.image_shape, self.data_format, convert)
-        # The largest pixel value as the network sees it (uint8 scaled to [0, 1])
-        top = float(X.max()) / (255 if X.dtype == np.uint8 else 1) if X.size else 0.0
+        # The pixels' range as the network sees them (uint8 scaled to [0, 1])
+        scale = 255 if X.dtype == np.uint8 else 1
+        low, top = (float(X.min()) / scale, float(X.max()) / scale) if X.size else (0.0, 0.0)
         if reset:
             self.image_shape_ = tuple(images.shape[1:])
-            self._pixel_max = top
+            self._pixel_range = (low, top)
         else:
             self._check_image_shape(images.shape[1:])
-            fitted = getattr(self, "_pixel_max", None)
-            if fitted is not None and (fitted <= _UNIT) != (top <= _UNIT):
-                warnings.warn(
-                    f"X's pixels reach {top:g} as the network sees them (uint8 is scaled to "
-                    f"[0, 1], other dtypes are used as they are), but the images it was fitted "
-                    f"on reached {fitted:g}: give pixels as at fit (the same dtype, or divide "
-                    "by 255).")
+            self._check_pixel_scale(low, top)
         if y is not None and y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return images, y
+
+    def _check_pixel_scale(self, low, top):
+        """Warn where X's pixels look scaled otherwise than the fit's: fitted on pixels in
+        [0, 1] (uint8 images are scaled so) and given pixels up to 2 or more, or the other way
+        round for pixels fitted up to 25 or more (0-255 values, 0-16 digits...)."""
+        fitted_low, fitted_top = getattr(self, "_pixel_range", (None, None))
+        if fitted_low is None or fitted_low < 0 or low < 0:
+            return  # standardised or signed data: no pixel scale to compare
+        if (fitted_top <= _UNIT and top >= 2) or (fitted_top >= 25 and top <= _UNIT):
+            warnings.warn(
+                f"X's pixels reach {top:g} as the network sees them (uint8 is scaled to [0, 1], "
+                f"other dtypes are used as they are), but the images it was fitted on reached "
+                f"{fitted_top:g}: give pixels as at fit (the same dtype, or divide by 255).")
 
     def _check_image_shape(self, shape):
         name = type(self).__name__

@@ -227,7 +227,7 @@ class _MLPMixin:
         arrays = []
         for i, (value, shape) in enumerate(zip(values, shapes)):
             try:
-                array = np.asarray(value, dtype=np.float64)
+                array = np.array(value, dtype=np.float64)  # a copy: value may be a layer's
             except (TypeError, ValueError) as err:
                 raise TypeError(f"{name}[{i}] (layer {i} to {i + 1}) must be an array of "
                                 f"numbers of shape {shape}; got {type(value).__name__}.") from err

@@ -78,6 +78,8 @@ class _FusedSearchMixin:
                 return super().fit(X, y, **params)
         finally:
             self.cv = given_cv
+            if getattr(self, "_checked_cv_orig", None) is splits:  # not the splits' indices
+                self._checked_cv_orig = cv
             del self._fused_plan
 
     def _search(self, X, y, params, candidates):

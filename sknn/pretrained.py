@@ -312,8 +312,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TorchStateMixi
         if reset:  # what an earlier fit saw; set again below where X has it
             for name in ("n_features_in_", "feature_names_in_"):
                 self.__dict__.pop(name, None)
-        if getattr(X, "ndim", 0) == 1 and getattr(X, "dtype", None) == object or (
-                getattr(X, "ndim", 0) == 1 and getattr(X, "dtype", np.float64).kind in "US"):
+        if hasattr(X, "columns") and len(X.columns) == 1 and getattr(
+                X.dtypes.iloc[0], "kind", "f") in "OUS":
+            X = X.iloc[:, 0]  # a DataFrame of one column of paths
+        if getattr(X, "ndim", 0) == 1 and getattr(getattr(X, "dtype", None), "kind", "f") in "OUS":
             X = list(X)  # file paths (or PIL images) in an array or a pandas Series
         if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (list, tuple, np.ndarray,
                                                                       float, int, np.number)):

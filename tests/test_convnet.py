@@ -272,3 +272,8 @@ def test_pixels_given_otherwise_than_at_fit_are_warned_about():
         clf.predict(X / 255.0)  # the same pixels, scaled: as at fit
     with pytest.warns(UserWarning, match="pixels reach 255 .* fitted on reached 1"):
         clf.predict(X.astype(np.int64))
+    standardised = (X - X.mean()) / X.std()  # no pixel scale: never warned about
+    clf.fit(standardised, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.predict(standardised[:1] * 0.01)

@@ -290,3 +290,23 @@ def test_coefs_edited_in_place_change_the_network():
     assert not est.coefs_[1].any()
     with pytest.raises(ValueError, match=r"coefs_\[1\] .* must have shape"):
         est.coefs_[1] = np.zeros((2, 2))
+    # a list of the network's own arrays, reordered, is read before any layer is written
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(hidden_layer_sizes=(5, 5), max_iter=3, random_state=0).fit(
+            X, X[:, 0] > 0)
+    b = est.intercepts_
+    first, second = b[0].copy(), b[1].copy()
+    est.intercepts_ = [b[1], b[0], b[2]]
+    np.testing.assert_array_equal(est.intercepts_[0], second)
+    np.testing.assert_array_equal(est.intercepts_[1], first)
+
+
+def test_a_continued_fit_that_fails_leaves_the_network_as_it_was():
+    est, X = _fitted()
+    before = est.predict_proba(X)
+    est.set_params(warm_start=True, activation="tanh", early_stopping=True,
+                   validation_fraction=0.01)
+    with pytest.raises(ValueError, match="validation set is too small"):
+        est.fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    np.testing.assert_array_equal(est.predict_proba(X), before)

@@ -753,10 +753,15 @@ def test_a_file_that_is_no_checkpoint_is_refused_by_name(iris, tmp_path):
         MLPClassifier(max_iter=2, checkpoint_path=path).fit(X, y)
 
 
-def test_sparse_regression_targets_are_its_dense_targets():
+def test_sparse_regression_targets_are_their_dense_targets():
     rng = np.random.RandomState(0)
     X = rng.randn(50, 3)
-    Y = np.c_[X[:, 0], X[:, 1] > 0]
-    fit = lambda y: MLPRegressor(max_iter=3, random_state=0).fit(X, y).predict(X)  # noqa: E731
-    with pytest.warns(Warning):  # the ConvergenceWarning of max_iter=3
-        np.testing.assert_array_equal(fit(sp.csr_matrix(Y)), fit(Y))
+    for Y in (np.c_[X[:, 0], X[:, 1] > 0], X[:, :1]):
+        def fit(y, **kw):
+            return MLPRegressor(max_iter=3, random_state=0).fit(X, y, **kw).predict(X)
+
+        with pytest.warns(Warning):  # the ConvergenceWarning of max_iter=3
+            np.testing.assert_array_equal(fit(sp.csr_matrix(Y)), fit(Y))
+            np.testing.assert_array_equal(
+                fit(sp.csr_matrix(Y), X_val=X[:10], y_val=sp.csr_matrix(Y[:10])),
+                fit(Y, X_val=X[:10], y_val=Y[:10]))

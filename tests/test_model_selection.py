@@ -628,3 +628,22 @@ def test_a_search_where_no_candidate_can_fuse_is_sklearns_untouched(digits, stac
     assert runs[1] == runs[3] == 2 * 2 + 1
     assert_same_search(runs[0], runs[2], atol=0)
     assert stacks == []
+
+
+def test_lone_fits_in_workers_give_their_warnings_and_no_split_is_kept(digits):
+    """Fits trained alone in worker processes (sparse X) warn under the caller's filters, as
+    in scikit-learn's search; the fitted search keeps its cv, not the splits' indices."""
+    import pickle
+    import scipy.sparse as sp
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(8,), tol=1.0, random_state=0)
+    grid = {"max_iter": [2, 300]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        warnings.simplefilter("ignore", FitFailedWarning)
+        ours, ref = both("GridSearchCV", est, grid, sp.csr_matrix(X), y, cv=3, n_jobs=2,
+                         refit=False)
+    assert_same_search(ours, ref, atol=0)
+    assert np.isnan(ours.cv_results_["mean_test_score"][0])
+    assert type(ours._checked_cv_orig).__name__ != "_FixedSplits"
+    assert len(pickle.dumps(ours)) < 2 * len(pickle.dumps(ref))

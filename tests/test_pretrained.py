@@ -73,7 +73,13 @@ def test_image_files_and_pil_images(extractor, photos, tmp_path):
         Image.fromarray(photos[i]).save(paths[-1])
     ref = extractor.transform(photos)
     np.testing.assert_allclose(extractor.transform(paths), ref, atol=1e-5)
-    for column in (np.array(paths), np.array(paths, dtype=object)):  # e.g. a DataFrame's column
+    columns = [np.array(paths), np.array(paths, dtype=object)]
+    try:
+        import pandas as pd
+        columns += [pd.Series(paths), pd.DataFrame({"path": paths})]
+    except ImportError:
+        pass
+    for column in columns:
         np.testing.assert_allclose(extractor.transform(column), ref, atol=1e-5)
     pil = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
     cat, coffee = imagenet_top1(extractor.transform(pil))  # full-size photos, two sizes
