@@ -294,7 +294,7 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
                 self.validation_loss_curve_ = []
             if getattr(self, "learning_rate_curve_", None) is None:  # fitted by sknn < 0.2
                 self.learning_rate_curve_ = []
-        elif next(self.module_.parameters()).device != device:
+        if next(self.module_.parameters()).device != device:  # a continued fit, elsewhere
             self._move_to(device)
         self.device_ = device
         dtype = next(self.module_.parameters()).dtype

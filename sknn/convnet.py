@@ -17,6 +17,7 @@ from .nn import ConvNet, reset_parameters
 
 _IMAGE_DTYPES = (np.float64, np.float32, np.uint8)
 _UNIT = 1.01  # pixels up to this are in [0, 1]
+_PIXEL_SAMPLE = 256  # images whose pixels predict compares with the fit's
 
 
 class ConvNetClassifier(NeuralNetClassifierMixin, ClassifierMixin, BaseNeuralNetwork):
@@ -195,9 +196,12 @@ n_features_in_, module_, device_
                 if hasattr(self, "feature_names_in_"):
                     del self.feature_names_in_
         images = to_images(X, self.image_shape, self.data_format, convert)
-        # The pixels' range as the network sees them (uint8 scaled to [0, 1])
+        # The pixels' range as the network sees them (uint8 scaled to [0, 1]): the fit's, and
+        # at predict that of the first images (a pass over them all would read a memmap twice)
         scale = 255 if X.dtype == np.uint8 else 1
-        low, top = (float(X.min()) / scale, float(X.max()) / scale) if X.size else (0.0, 0.0)
+        seen = X if reset else X[:_PIXEL_SAMPLE]
+        low, top = ((float(seen.min()) / scale, float(seen.max()) / scale) if seen.size
+                    else (0.0, 0.0))
         if reset:
             self.image_shape_ = tuple(images.shape[1:])
             self._pixel_range = (low, top)

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
@@ -310,3 +311,26 @@ def test_a_continued_fit_that_fails_leaves_the_network_as_it_was():
     with pytest.raises(ValueError, match="validation set is too small"):
         est.fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
     np.testing.assert_array_equal(est.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_continued_fit_on_another_device_moves_the_network_there(solver, monkeypatch):
+    """A model fitted on one device and continued on another (device= changed, or a GPU
+    model loaded on a CPU) trains where it is asked to: the network and its solver state
+    move first, whatever the solver."""
+    from sknn import _base
+    est, X = _fitted(solver=solver)
+    moved = []
+
+    class Moved(Exception):
+        pass
+
+    def move(self, device):
+        moved.append(device)
+        raise Moved  # where the move happens: the rest would need that device
+
+    monkeypatch.setattr(_base.BaseNeuralNetwork, "_move_to", move)
+    monkeypatch.setattr(_base, "resolve_device", lambda device: torch.device("meta"))
+    with pytest.raises(Moved):
+        est.set_params(warm_start=True).fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    assert moved == [torch.device("meta")]
