@@ -299,8 +299,8 @@ class FusedFits:
         for c, params in enumerate(candidates):
             for s, (train, _) in enumerate(splits):
                 est = clone(estimator).set_params(**clone(params, safe=False))
-                if not fusable_params(_final_step(est)):
-                    continue  # its replay trains it, as scikit-learn's search does
+                if not fusable_type(_final_step(est)):
+                    continue
                 # The MLP's data depends on the fold and the steps before it only: candidates
                 # that differ in the MLP's parameters alone share it (the replay checks it).
                 prefix = (s, _prefix_key(est))
@@ -342,9 +342,10 @@ class FusedFits:
         return list(captured.values()), where
 
     def train(self, captured, where, n_jobs, pre_dispatch="2*n_jobs"):
-        """Phase 2: the stacks and lone fits as joblib tasks."""
-        from sklearn.utils.parallel import Parallel, delayed  # the caller's config and
-        n_workers = joblib.effective_n_jobs(n_jobs)           # warning filters reach the workers
+        """Phase 2: the stacks and lone fits as joblib tasks (through scikit-learn's Parallel,
+        which carries the caller's configuration and warning filters to the workers)."""
+        from sklearn.utils.parallel import Parallel, delayed
+        n_workers = joblib.effective_n_jobs(n_jobs)
         tasks = plan_tasks(captured, n_workers)
         parallel = Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)
         for out in parallel(delayed(_train_task)(entries, fuse) for entries, fuse in tasks):
