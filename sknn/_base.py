@@ -459,7 +459,7 @@ class BaseNeuralNetwork(callbacks.CallbackSupport, TorchStateMixin, TransformerM
             The fitted estimator.
         """
         if _fused.active():  # inside a fused search
-            fitted = _fused.intercept(self, X, y, sample_weight, fusable=X_val is None)
+            fitted = _fused.intercept(self, X, y, sample_weight, capturable=X_val is None)
             if fitted is not None:
                 return fitted
         return self._fit(X, y, sample_weight=sample_weight, incremental=False,

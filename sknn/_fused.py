@@ -66,21 +66,20 @@ def member_key(est, X, y, sample_weight, data=None):
     data's :func:`data_key`, when known); None where they cannot be hashed."""
     if data is None:
         data = data_key(X, y, sample_weight)
-    params = _hash((type(est).__name__, est.get_params(deep=False)))
-    return None if data is None or params is None else _hash((params, data))
+    return None if data is None else _hash((type(est).__name__, est.get_params(deep=False), data))
 
 
-def intercept(est, X, y, sample_weight, fusable=True):
+def intercept(est, X, y, sample_weight, capturable=True):
     """Called by ``fit`` of every sknn estimator while a fused search runs: the fitted estimator
     when this fit has been trained already (or its error, raised), None to fit as usual. While
-    this thread captures, a fit is recorded (when ``fusable``: a fit given its own validation
-    data is not) and not trained: the search trains it, or its replay does."""
+    this thread captures, a fit is recorded (when ``capturable``: a fit given its own
+    validation data is not) and not trained: the search trains it, or its replay does."""
     capture = getattr(_LOCAL, "capture", None)
     if capture is not None and fusable_type(est):
-        if fusable:
+        if capturable:
             capture.append((est, X, y, sample_weight))
         return est
-    if not fusable or not _REGISTRIES or not fusable_type(est):
+    if not capturable or not _REGISTRIES or not fusable_type(est):
         return None
     key = member_key(est, X, y, sample_weight)
     if key is None:

@@ -1,7 +1,6 @@
 """MLPClassifier and MLPRegressor: scikit-learn's multi-layer perceptrons, trained by PyTorch."""
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError
@@ -417,9 +416,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, BaseNeuralNetwork):
         check_param(self, "loss", options={"squared_error", "poisson"})
 
     def _outputs(self, y, name="y"):
-        """Targets as a 2-D float array, checked for the loss (sparse targets made dense)."""
-        if sp.issparse(y):
-            y = y.toarray()
+        """Targets as a 2-D float array, checked for the loss."""
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         if Y.dtype.kind != "f":  # bool or int targets: regression runs on floats
             Y = Y.astype(np.float64)
