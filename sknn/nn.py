@@ -666,19 +666,22 @@ class StackedMLP:
         value, delta = loss.value_and_delta(
             member_products(h, weights[-1], biases[-1], out=ws.h[-1]), y, w)
         delta.mul_(scale.view(-1, 1, 1))
+        # The activations transposed: the workspace's own views, as in MLP.backprop
+        outputs_t = [x.transpose(1, 2)] + [t if h is buf else h.transpose(1, 2)
+                                           for h, buf, t in zip(outputs[1:], ws.h, ws.h_t)]
         grad_w, grad_b = [None] * n, [None] * n
         # h.T @ delta, as (delta.T @ h).T where that is faster and exact (see its constant)
         if (_OUTPUT_GRAD_TRANSPOSED and min(delta.shape[1:]) >= BATCHED_MIN_SIZE
                 and h.shape[2] >= BATCHED_MIN_SIZE):
             grad_w[-1] = torch.bmm(delta.transpose(1, 2), h, out=ws.gw_t).transpose(1, 2)
         else:
-            grad_w[-1] = member_products(h.transpose(1, 2), delta, out=ws.gw[-1])
+            grad_w[-1] = member_products(outputs_t[-1], delta, out=ws.gw[-1])
         grad_b[-1] = torch.sum(delta, 1, out=ws.gb[-1])
         if n > 1:
             delta = member_products(delta, weights[-1].transpose(1, 2), out=ws.d[-1])
         for i in range(n - 2, -1, -1):
             delta = _ACTIVATION_GRADS[self.activation](delta, outputs[i + 1])
-            grad_w[i] = member_products(outputs[i].transpose(1, 2), delta, out=ws.gw[i])
+            grad_w[i] = member_products(outputs_t[i], delta, out=ws.gw[i])
             grad_b[i] = torch.sum(delta, 1, out=ws.gb[i])
             if i:
                 delta = member_products(delta, weights[i].transpose(1, 2), out=ws.d[i])
